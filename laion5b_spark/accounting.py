@@ -32,6 +32,14 @@ REASONS: dict[str, str] = {
     "decode_error": "body could not be decoded with any candidate charset",
     "parse_error": "unexpected error while parsing one record (a bug; the sample tells which record)",
     "unit_error": "unexpected error processing a whole unit (a bug; the sample has the traceback); retried next run",
+    # dedup: pairs
+    "duplicate": "same dedup key (dedup.key) as an earlier row, or as a row already in pairs_unique",
+    "denylisted": "URL, URL hash or image hash on a --denylist list",
+    "domain_opt_out": "image host on a domain opt-out list (exact host, or a .suffix rule)",
+    "text_too_long": "text longer than dedup.max_text_chars",
+    "missing_url": "row without a URL (null or empty)",
+    "missing_text": "row without a text (null, empty or only whitespace)",
+    "missing_uid": "row without a uid (not written by extract; compute it with laion5b_spark.keys.pair_uid)",
 }
 
 

@@ -57,27 +57,29 @@ class UnitResult:
     failed_message: str = ""
 
 
-class UnitJob:
+class Job:
+    """What every job shares: arguments, configuration, the lake, the run record and the summary.
+
+    ``UnitJob`` runs one Spark task per unit (extract, download); a job whose output is one batch over a
+    whole table (dedup) subclasses this directly and implements ``run``.
+    """
+
     name = "job"
     output_table = "table"
     description = ""
     epilog = ""
+    dry_run_help = "show what would run, then stop"
 
-    # -- what a job overrides --------------------------------------------------------------------------
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         pass
 
-    def list_units(self, args: argparse.Namespace, cfg: dict, lake: Lake) -> list[Unit]:
-        raise NotImplementedError
-
-    def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
-        raise NotImplementedError
-
     def describe_info(self, info: dict) -> list[str]:
-        """Extra summary lines from the units' summed ``info`` (e.g. rows per language)."""
+        """Extra summary lines from the run's summed ``info`` (e.g. rows per language)."""
         return []
 
-    # -- the rest ----------------------------------------------------------------------------------------
+    def run(self, args: argparse.Namespace, argv: list[str]) -> int:
+        raise NotImplementedError
+
     def parser(self) -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(
             prog=f"jobs/{self.name}.py",
@@ -92,7 +94,7 @@ class UnitJob:
         p.add_argument("--spark-profile", default="local",
                        help="conf/spark profile used when run with plain python (ignored under spark-submit, "
                             "which takes --properties-file); default: local")
-        p.add_argument("--dry-run", action="store_true", help="list the units that would run, then stop")
+        p.add_argument("--dry-run", action="store_true", help=self.dry_run_help)
         self.add_arguments(p)
         return p
 
@@ -104,6 +106,31 @@ class UnitJob:
             print(f"[{self.name}] error: {exc}", file=sys.stderr)
             return 2
 
+    def new_record(self, run_id: str, argv: list[str], lake: Lake, cfg: dict) -> dict:
+        return {"job": self.name, "run_id": run_id, "status": "running", "started": utcnow(), "argv": argv,
+                "lake": lake.url, "table": self.output_table, "config": cfg, "versions": _versions()}
+
+    def print_outcome(self, log, record: dict, totals: dict[str, Ledger], table, lake: Lake) -> None:
+        """The end of every summary: ledgers, the job's own lines, the table and where the record is."""
+        for ledger in totals.values():
+            print(ledger.describe())
+        for line in self.describe_info(record.get("info", {})):
+            log(line)
+        log(f"table {self.output_table}: {record['table_rows']:,} rows in {table.root}")
+        log(f"run record: {lake.run_path(self.name, record['run_id'])}")
+
+
+class UnitJob(Job):
+    dry_run_help = "list the units that would run, then stop"
+
+    # -- what a job overrides --------------------------------------------------------------------------
+    def list_units(self, args: argparse.Namespace, cfg: dict, lake: Lake) -> list[Unit]:
+        raise NotImplementedError
+
+    def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
+        raise NotImplementedError
+
+    # -- the rest ----------------------------------------------------------------------------------------
     def run(self, args: argparse.Namespace, argv: list[str]) -> int:
         cfg = load_config(args.config, args.set)
         lake = Lake(args.lake, cfg["lake"]["storage_options"])
@@ -111,7 +138,7 @@ class UnitJob:
         table = lake.table(self.output_table)
         committed = table.committed_units()
         todo = [u for u in units if u.id not in committed]
-        log = _Log(self.name)
+        log = Log(self.name)
         log(f"{len(units)} units, {len(units) - len(todo)} already committed, {len(todo)} to run -> {table.root}")
         if args.dry_run:
             for u in todo:
@@ -120,11 +147,8 @@ class UnitJob:
         lake.check_writable()
 
         run_id = new_run_id()
-        record = {
-            "job": self.name, "run_id": run_id, "status": "running", "started": utcnow(), "argv": argv,
-            "lake": lake.url, "table": self.output_table, "config": cfg, "versions": _versions(),
-            "units": {"total": len(units), "already_committed": len(units) - len(todo), "to_run": len(todo)},
-        }
+        record = self.new_record(run_id, argv, lake, cfg)
+        record["units"] = {"total": len(units), "already_committed": len(units) - len(todo), "to_run": len(todo)}
         lake.write_run(self.name, run_id, record)
         state = _RunState(todo)
         if todo:
@@ -196,18 +220,13 @@ class UnitJob:
         u = record["units"]
         log(f"run {record['run_id']} {record['status']} in {record['seconds']}s: "
             f"{u['done']} units done, {u['failed']} failed, {u['already_committed']} were already committed")
-        for ledger in totals.values():
-            print(ledger.describe())
-        for line in self.describe_info(record["info"]):
-            log(line)
         for f in record["failed_units"][:10]:
             log(f"unit failed ({f['reason']}): {f['key']}: {f['message']}")
         if u["failed"]:
             log(f"{u['failed']} units failed; rerun the same command to retry them (committed units are skipped)")
         if state.error:
             log(f"the run stopped early: {state.error}; rerun the same command to resume")
-        log(f"table {self.output_table}: {record['table_rows']:,} rows in {table.root}")
-        log(f"run record: {lake.run_path(self.name, record['run_id'])}")
+        self.print_outcome(log, record, totals, table, lake)
 
 
 class _RunState:
@@ -323,7 +342,51 @@ def _versions() -> dict:
     return out
 
 
-class _Log:
+class SparkProgress:
+    """For batch jobs: logs the running Spark stages' tasks done, with ETA, every few seconds."""
+
+    def __init__(self, sc, log, every_s: float):
+        self.sc, self.log, self.every = sc, log, every_s
+        self.label = "starting"
+        self._first_seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="progress", daemon=True)
+
+    def __enter__(self) -> "SparkProgress":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def step(self, label: str) -> None:
+        self.label = label
+        self.log(label)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                self.log(self.line())
+            except Exception:  # noqa: BLE001 - progress must never break a run
+                pass
+
+    def line(self) -> str:
+        tracker, now, parts = self.sc.statusTracker(), time.time(), []
+        for sid in sorted(tracker.getActiveStageIds()):
+            info = tracker.getStageInfo(sid)
+            if info is None:
+                continue
+            t0 = self._first_seen.setdefault(sid, now)
+            done, total = info.numCompletedTasks, info.numTasks
+            rate = done / (now - t0) if now > t0 else 0.0
+            eta = _duration((total - done) / rate) if rate > 0 else "?"
+            parts.append(f"stage {sid} {done}/{total} tasks ({info.numActiveTasks} running, "
+                         f"{info.numFailedTasks} failed) ETA {eta}")
+        return f"{self.label}: " + ("; ".join(parts) or "between stages")
+
+
+class Log:
     def __init__(self, name: str):
         self.name = name
 

@@ -160,12 +160,15 @@ class Table:
     def committed_units(self) -> set[str]:
         return {f["unit"] for f in self.manifest()["files"]}
 
-    def commit(self, entries: list[dict], run_id: str, manifest: dict | None = None) -> int:
+    def commit(self, entries: list[dict], run_id: str, manifest: dict | None = None, *,
+               consumed: dict[str, list[str]] | None = None, meta: dict | None = None) -> int:
         """Add entries (one per finished unit) to the manifest; a unit already listed is never listed twice.
 
         Returns how many entries were added. Data files must already be in place. ``manifest``: the driver's
         copy, kept across commits of one run (the driver is the only writer), updated in place - saves re-reading
-        a manifest of 10^5 units at every commit.
+        a manifest of 10^5 units at every commit. ``consumed``: input table -> files of it this commit used up
+        (a derived table's lineage, so an incremental run knows what is new), written in the same manifest
+        write as the entries. ``meta``: table-level settings fixed at the first commit (e.g. the dedup key).
         """
         m = manifest if manifest is not None else self.manifest()
         have = {f["unit"] for f in m["files"]}
@@ -176,12 +179,35 @@ class Table:
             have.add(e["unit"])
             m["files"].append(dict(e, run_id=run_id))
             added += 1
-        if added:
+        new_inputs = 0
+        for source, paths in (consumed or {}).items():
+            done = m.setdefault("consumed", {}).setdefault(source, [])
+            known = set(done)
+            fresh = sorted(p for p in set(paths) if p not in known)
+            done.extend(fresh)
+            new_inputs += len(fresh)
+        if meta:
+            m.setdefault("meta", {}).update(meta)
+        if added or new_inputs or meta:
             if run_id not in m["runs"]:
                 m["runs"].append(run_id)
             m["updated"] = utcnow()
             self.lake.write_bytes(self.path(MANIFEST), orjson.dumps(m))
         return added
+
+    def consumed(self, source: str) -> set[str]:
+        """Files of table ``source`` already used up by commits to this table."""
+        return set(self.manifest().get("consumed", {}).get(source, []))
+
+    def meta(self) -> dict:
+        return dict(self.manifest().get("meta", {}))
+
+    def read_file(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+        """One data file of this table (path relative to the table, as the manifest lists it)."""
+        if self.lake.is_local:
+            return pq.read_table(self.path(rel), columns=columns)
+        with self.lake.fs.open(self.path(rel), "rb") as f:
+            return pq.read_table(f, columns=columns)
 
     # -- data files -----------------------------------------------------------------------------------
     def data_file(self, unit_id: str, run_id: str, attempt: int) -> str:
@@ -200,6 +226,10 @@ class Table:
             if os.path.exists(tmp):
                 os.remove(tmp)
         return size
+
+    def entries(self) -> list[dict]:
+        """Manifest entries that have a data file (units with no rows have none)."""
+        return [f for f in self.manifest()["files"] if f.get("path")]
 
     def files(self) -> list[str]:
         return [self.path(f["path"]) for f in self.manifest()["files"] if f.get("path")]

@@ -19,7 +19,10 @@ PAIRS = pa.schema([
     pa.field("height", pa.int32()),
 ])
 
-TABLES: dict[str, pa.Schema] = {"pairs": PAIRS}
+# dedup keeps every column: one row per dedup key, chosen deterministically (docs/DEDUP.md)
+PAIRS_UNIQUE = PAIRS
+
+TABLES: dict[str, pa.Schema] = {"pairs": PAIRS, "pairs_unique": PAIRS_UNIQUE}
 
 
 def check(table_name: str, table: pa.Table) -> None:

@@ -35,9 +35,14 @@ def list_units(inputs: list[str], base_url: str, storage_options: dict) -> list[
     return [units[k] for k in sorted(units)]
 
 
-def _unit(key: str, source: str, size: int | None) -> Unit:
+def crawl_of(key: str) -> str | None:
+    """The Common Crawl id a path names (CC-MAIN-2024-10), or None."""
     m = _CRAWL.search(key)
-    return Unit(key=key, source=source, size=size, meta=(("crawl", m.group(0) if m else None),))
+    return m.group(0) if m else None
+
+
+def _unit(key: str, source: str, size: int | None) -> Unit:
+    return Unit(key=key, source=source, size=size, meta=(("crawl", crawl_of(key)),))
 
 
 def _expand(arg: str, base_url: str, storage_options: dict):

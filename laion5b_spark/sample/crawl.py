@@ -62,13 +62,28 @@ def english_caption(rng: random.Random) -> str:
     return f"{rng.choice(_ADJ).capitalize()} {rng.choice(_ADJ)} {rng.choice(_NOUN)} {rng.choice(_CTX)}"
 
 
+def _repeated_images(site: int, page: int, image_host: str) -> list[str]:
+    """Images that recur across pages, as on the real web: a site's banner (same URL and alt on most of its
+    pages) and stock photos shared by many sites, sometimes with a different alt. They give dedup real work.
+    A separate generator keeps the rest of the page identical to what it was without them."""
+    r = random.Random(site * 1_000_003 + page)
+    out = []
+    if r.random() < 0.6:
+        out.append(f'<img src="{image_host}/img/{site}/banner.jpg" alt="Welcome to site {site}, the banner photo">')
+    if r.random() < 0.3:
+        j = r.randint(0, 24)
+        alt = f"Stock photo {j}: a calm lake at sunrise" if r.random() < 0.7 else f"Sunrise over the lake ({site})"
+        out.append(f'<img src="{image_host}/stock/{j}.jpg" alt="{alt}">')
+    return out
+
+
 def make_page(rng: random.Random, site: int, page: int, image_host: str = IMAGE_HOST) -> tuple[str, dict, bytes]:
     """(url, http headers, body bytes) of one generated page."""
     charset, declared, lang = rng.choice(_ENCODINGS)
     host = f"site{site}.example.org"
     url = f"http://{host}/articles/{page}.html"
     use_base = rng.random() < 0.2
-    imgs = []
+    imgs = _repeated_images(site, page, image_host)
     n = rng.randint(0, 20)
     for k in range(n):
         src = f"{image_host}/img/{site}/{page}/{k}.jpg"

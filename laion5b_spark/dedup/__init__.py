@@ -1,0 +1,1 @@
+"""The dedup stage: pairs -> pairs_unique (see docs/DEDUP.md)."""

@@ -1,0 +1,216 @@
+"""The four steps of a dedup batch, as plain functions over numpy/Arrow (Spark only moves their blobs).
+
+1. ``key_blobs``: a task reads the key columns of its files and emits (bucket, keys+positions) blobs - 16 bytes a
+   row, already reduced to one position per key within the task;
+2. ``survivor_blobs``: a bucket's reducer keeps the lowest position per key, drops keys already in the table,
+   and sends each survivor's position back to the task that owns its file;
+3. ``row_blobs``: that task reads its files whole, takes the survivors, accounts for every other row, and emits
+   (output file, Arrow rows) blobs;
+4. ``write_output``: an output file's rows are put in their final order and written whole.
+
+Only keys and positions cross the first two shuffles; rows cross the third once, compressed.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections import Counter
+from typing import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..accounting import Ledger
+from ..schemas import PAIRS_UNIQUE
+from .plan import Layout, Task
+from .rows import CODES, FAILED_CODES, RowRules, classify, file_order, hosts, keys_of
+
+STATS = "stats"  # marks the record that carries a task's ledger in the row shuffle
+_ROW_MASK = np.int64(0xFFFFFFFF)
+_BUFFER_BYTES = 64 * 2**20  # rows a task holds before handing them to the shuffle
+TOP_DOMAINS_PER_TASK = 1000
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer: a fixed, well-spread permutation of 64-bit values."""
+    z = x.astype(np.uint64, copy=True)
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def _bucket(keys: np.ndarray, buckets: int) -> np.ndarray:
+    return (mix64(keys.view(np.uint64)) % np.uint64(buckets)).astype(np.int64)
+
+
+def _pack(keys: np.ndarray, pos: np.ndarray) -> bytes:
+    return keys.astype(np.int64).tobytes() + pos.astype(np.int64).tobytes()
+
+
+def _unpack(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    a = np.frombuffer(blob, dtype=np.int64)
+    n = len(a) // 2
+    return a[:n], a[n:]
+
+
+def min_per_key(keys: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each distinct key once, with its lowest position (sorted by key)."""
+    if len(keys) == 0:
+        return keys, pos
+    order = np.lexsort((pos, keys))
+    k, p = keys[order], pos[order]
+    first = np.empty(len(k), dtype=bool)
+    first[0] = True
+    np.not_equal(k[1:], k[:-1], out=first[1:])
+    return k[first], p[first]
+
+
+def key_blobs(task: Task, existing: bool, read, rules: RowRules, buckets: int) -> Iterator[tuple[int, bytes]]:
+    """Step 1. ``read(path, columns)`` opens a file of the task's table."""
+    all_keys, all_pos = [], []
+    for f in task.files:
+        if existing:  # rows already in pairs_unique are eligible by construction; -1 makes them win
+            cols = ["uid"] if rules.mode == "url_text" else ["url"]
+            t = read(f.path, cols)
+            all_keys.append(keys_of(t, rules.mode))
+            all_pos.append(np.full(t.num_rows, -1, dtype=np.int64))
+            continue
+        t = read(f.path, list(RowRules.KEY_COLUMNS))
+        order = file_order(t.column("source_offset"))
+        if order is not None:
+            t = t.take(order)
+        eligible = np.flatnonzero(classify(t, rules) == 0)
+        keys = keys_of(t.take(eligible) if len(eligible) < t.num_rows else t, rules.mode)
+        all_keys.append(keys)
+        all_pos.append((np.int64(f.rank) << np.int64(32)) | eligible.astype(np.int64))
+    if not all_keys:
+        return
+    keys, pos = min_per_key(np.concatenate(all_keys), np.concatenate(all_pos))
+    b = _bucket(keys, buckets)
+    order = np.argsort(b, kind="stable")
+    keys, pos, b = keys[order], pos[order], b[order]
+    cuts = np.flatnonzero(np.diff(b)) + 1
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(b)]])):
+        yield int(b[lo]), _pack(keys[lo:hi], pos[lo:hi])
+
+
+def survivor_blobs(blobs: Iterable[bytes], task_of_rank: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """Step 2: one bucket's blobs -> (task, sorted survivor positions)."""
+    parts = [_unpack(b) for b in blobs]
+    if not parts:
+        return
+    _, pos = min_per_key(np.concatenate([k for k, _ in parts]), np.concatenate([p for _, p in parts]))
+    pos = np.sort(pos[pos >= 0])
+    if len(pos) == 0:
+        return
+    owner = task_of_rank[pos >> np.int64(32)]
+    order = np.argsort(owner, kind="stable")
+    pos, owner = pos[order], owner[order]
+    cuts = np.flatnonzero(np.diff(owner)) + 1
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(owner)]])):
+        yield int(owner[lo]), pos[lo:hi].tobytes()
+
+
+def gather_positions(blobs: Iterable[bytes]) -> np.ndarray:
+    parts = [np.frombuffer(b, dtype=np.int64) for b in blobs]
+    return np.sort(np.concatenate(parts)) if parts else np.empty(0, dtype=np.int64)
+
+
+def survivors_per_rank(task: Task, positions: np.ndarray) -> np.ndarray:
+    first = task.files[0].rank
+    return np.bincount((positions >> np.int64(32)) - first, minlength=len(task.files)).astype(np.int64)
+
+
+def row_blobs(task: Task, positions: np.ndarray, read, rules: RowRules, layout: Layout,
+              ) -> Iterator[tuple[int, object]]:
+    """Step 3: (output file, Arrow IPC rows) blobs, then (STATS, {"ledgers", "info"}) with the task's accounting."""
+    ranks = positions >> np.int64(32)
+    rows_of = positions & _ROW_MASK
+    ledgers: dict[str, dict] = {}
+    langs: Counter = Counter()
+    dup_hosts: Counter = Counter()
+    buffers: dict[int, list[pa.Table]] = {}
+    buffered = 0
+    for f in task.files:
+        t = read(f.path, None)
+        order = file_order(t.column("source_offset"))
+        if order is not None:
+            t = t.take(order)
+        codes = classify(t, rules)
+        lo, hi = np.searchsorted(ranks, [f.rank, f.rank + 1])
+        keep = rows_of[lo:hi]
+        if len(keep) and np.any(codes[keep] != 0):
+            raise AssertionError(f"{f.path}: a survivor is not eligible (key and row passes disagree)")
+        ledgers[f.path] = _file_ledger(codes, len(keep)).to_dict()
+        dup = np.ones(len(codes), dtype=bool)
+        dup[keep] = False
+        dup &= codes == 0
+        if dup.any():
+            for d in pc.value_counts(hosts(t.column("url").take(np.flatnonzero(dup)))).to_pylist():
+                dup_hosts[d["values"]] += d["counts"]
+        if not len(keep):
+            continue
+        rows = t.take(keep).select(PAIRS_UNIQUE.names).cast(PAIRS_UNIQUE)
+        for d in pc.value_counts(rows.column("language")).to_pylist():
+            langs[d["values"]] += d["counts"]
+        pos = positions[lo:hi]
+        if layout.shuffle:
+            h = mix64(np.asarray(rows.column("uid"), dtype=np.int64).view(np.uint64) ^ mix64(np.array([layout.seed])))
+            dest = (h % np.uint64(layout.files)).astype(np.int64)
+            order_key = h.view(np.int64)
+        else:
+            dest = (layout.offsets[f.rank] + np.arange(len(keep))) // layout.rows_per_file
+            order_key = pos
+        rows = rows.append_column("_order", pa.array(order_key, pa.int64())).append_column(
+            "_pos", pa.array(pos, pa.int64()))
+        srt = np.argsort(dest, kind="stable")
+        dest_sorted = dest[srt]
+        cuts = np.flatnonzero(np.diff(dest_sorted)) + 1
+        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(srt)]])):
+            part = rows.take(srt[a:b])
+            buffers.setdefault(int(dest_sorted[a]), []).append(part)
+            buffered += part.nbytes
+        if buffered > _BUFFER_BYTES:
+            yield from _flush(buffers)
+            buffered = 0
+    yield from _flush(buffers)
+    info = {"languages": dict(langs), "dup_domains": dict(dup_hosts.most_common(TOP_DOMAINS_PER_TASK)),
+            "peak_rss_mb": _peak_rss_mb()}
+    yield STATS, {"task": task.index, "ledgers": ledgers, "info": info}
+
+
+def _file_ledger(codes: np.ndarray, kept: int) -> Ledger:
+    led = Ledger("pairs", rows_in=len(codes), rows_out=kept)
+    counts = np.bincount(codes.astype(np.int64), minlength=len(CODES))
+    for code in range(1, len(CODES)):
+        if counts[code]:
+            (led.fail if code in FAILED_CODES else led.drop)(CODES[code], int(counts[code]))
+    if counts[0] - kept:
+        led.drop("duplicate", int(counts[0] - kept))
+    return led
+
+
+def _flush(buffers: dict[int, list[pa.Table]]) -> Iterator[tuple[int, bytes]]:
+    for dest in sorted(buffers):
+        t = pa.concat_tables(buffers[dest])
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, t.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
+            w.write_table(t)
+        yield dest, sink.getvalue().to_pybytes()
+    buffers.clear()
+
+
+def output_rows(blobs: Iterable[bytes]) -> pa.Table:
+    """Step 4: an output file's rows in their final order (by _order, then position)."""
+    tables = [pa.ipc.open_stream(b).read_all() for b in blobs]
+    t = pa.concat_tables(tables)
+    idx = pc.sort_indices(t, sort_keys=[("_order", "ascending"), ("_pos", "ascending")])
+    return t.take(idx).drop_columns(["_order", "_pos"])
+
+
+def _peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
