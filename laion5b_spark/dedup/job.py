@@ -137,7 +137,8 @@ any work, naming the file and line.
             lines.append(f"new rows by language ({len(langs)} languages): {top}")
         doms = info.get("dup_domains", {})
         if doms:
-            lines.append("domains with the most duplicates: " + ", ".join(f"{d or '?'} {n:,}" for d, n in doms.items()))
+            top = list(doms.items())[:10]
+            lines.append("image hosts with the most duplicates: " + ", ".join(f"{d or '?'} {n:,}" for d, n in top))
         if "peak_task_rss_mb" in info:
             lines.append(f"peak task memory (Python worker RSS): {info['peak_task_rss_mb']:,.0f} MB")
         return lines
@@ -222,6 +223,9 @@ def _summarize(stats: list[dict], top: int) -> tuple[dict[str, Ledger], dict]:
         doms.update(s["info"]["dup_domains"])
         peak = max(peak, s["info"]["peak_rss_mb"])
     ledgers["_total"] = total
-    info = {"languages": dict(langs.most_common()), "dup_domains": dict(doms.most_common(top)),
+    def ranked(c: Counter, n: int | None = None) -> dict:  # ties by name, so reruns print the same
+        return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0]))[:n])
+
+    info = {"languages": ranked(langs), "dup_domains": ranked(doms, top),
             "peak_task_rss_mb": peak}
     return ledgers, info
