@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup demo test test-all bench-extract clean
+.PHONY: setup demo test test-all bench-extract bench-dedup clean
 
 $(STAMP): pyproject.toml
 	@PYTHON=$(PYTHON) deploy/check_env.sh
@@ -35,6 +35,10 @@ test-all: setup
 bench-extract: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/extract/run.py --spark --json bench/extract/last.json
+
+bench-dedup: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/dedup/run.py --json bench/dedup/last.json
 
 clean:
 	rm -rf demo-lake build .pytest_cache

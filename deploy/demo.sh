@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded (generated) sample crawl. `make demo` runs this.
-# Stages so far: extract. Each later stage adds its spark-submit line here.
+# Stages so far: extract, dedup. Each later stage adds its spark-submit line here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -14,6 +14,9 @@ submit="deploy/submit.sh --properties-file conf/spark/local.conf"
 echo "== extract: sample crawl WAT files -> $lake/pairs"
 $submit jobs/extract.py --lake "$lake" --input "$crawl/wat.paths.gz" --input-base-url "$crawl/" \
   --config conf/pipeline/sample.toml
+echo
+echo "== dedup: $lake/pairs -> $lake/pairs_unique (url+text, incremental; a rerun adds nothing)"
+$submit jobs/dedup.py --lake "$lake" --config conf/pipeline/sample.toml
 echo
 echo "== the lake"
 "$py" -m laion5b_spark.describe "$lake"

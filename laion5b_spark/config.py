@@ -39,9 +39,10 @@ DEFAULTS: dict = {
         # "url_text": one row per (normalized URL, text) - LAION-400M; "url": one row per normalized URL - LAION-5B
         "key": "url_text",
         "max_text_chars": 4096,  # longer texts are dropped as text_too_long (extract cuts at 4096)
-        "file_mb": 256.0,  # target size of pairs_unique's parquet files (LAION's were ~1 GB; see docs/DEDUP.md)
+        "file_mb": 128.0,  # target size of pairs_unique's parquet files (LAION's were ~1 GB; see docs/DEDUP.md)
         "shuffle": True,  # spread rows over files in a seeded random order, so download shards mix hosts
         "seed": 42,
+        "shuffle_block_rows": 256,  # the shuffle moves blocks of this many consecutive rows (docs/DEDUP.md)
         "rows_per_task": 2_000_000,  # input rows one task reads (keys, then whole rows): bounds task memory
         "bucket_mb": 64.0,  # key bytes one reduce task holds: the number of key buckets follows from it
         "denylist": [],  # URL / URL-hash / image-hash lists (parquet, CSV, text); also --denylist

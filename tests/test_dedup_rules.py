@@ -186,6 +186,7 @@ def test_key_and_survivor_passes_choose_the_earliest_row():
 
 
 def _plan(rows_per_file, shuffle=False, file_mb=1.0):
+    """Input files of ~1000 bytes per row."""
     cfg = load_config(None, [f"dedup.shuffle={'true' if shuffle else 'false'}", f"dedup.file_mb={file_mb}",
                              "dedup.rows_per_task=250"])
     entries = [{"path": f"data/{i}.parquet", "key": f"crawl-data/CC-MAIN-2024-{10 + i % 2}/x{i}", "rows": n,
@@ -195,17 +196,38 @@ def _plan(rows_per_file, shuffle=False, file_mb=1.0):
 
 def test_plan_orders_by_crawl_then_key_and_cuts_tasks():
     plan, _ = _plan([100, 200, 300, 400])
+    assert plan.buckets == 1 and len(plan.batch_id) == 12
     assert [f.key for f in plan.inputs] == ["crawl-data/CC-MAIN-2024-10/x0", "crawl-data/CC-MAIN-2024-10/x2",
                                             "crawl-data/CC-MAIN-2024-11/x1", "crawl-data/CC-MAIN-2024-11/x3"]
     assert [[f.rank for f in t.files] for t in plan.tasks] == [[0], [1], [2], [3]]
     assert plan.task_of_rank().tolist() == [0, 1, 2, 3]
 
 
-def test_layout_fills_files_in_order_or_by_seeded_hash():
-    plan, cfg = _plan([1000, 1000, 1000])
-    survivors = np.array([900, 500, 700])
-    lay = make_layout(plan, survivors, cfg)  # 2100 rows x ~1000 B ~= 2 MB -> 3 files at 1 MB... rounded up
-    assert lay.files == 3 and lay.rows_per_file == 700
-    assert lay.offsets.tolist() == [0, 900, 1400]
+def test_layout_cuts_contiguous_input_ranges_by_estimated_output_size():
+    plan, cfg = _plan([1000] * 6, file_mb=1.0)  # 1000 B per row
+    survivors = np.array([900, 500, 700, 0, 0, 100])
+    lay = make_layout(plan, survivors, cfg)
+    # 0.9 MB, then 0.9+0.5 >= 1 MiB closes; 0.7 + (0 + 0: input 4 MB cap not reached) + 0.1 -> one more
+    assert lay.groups == [(0, 2), (2, 6)]
+    assert lay.group_of_rank().tolist() == [0, 0, 1, 1, 1, 1]
+    # a run of duplicates-only files still closes at 4x file_mb of input, so no task reads the whole batch
+    plan, cfg = _plan([2000] * 6, file_mb=1.0)
+    assert make_layout(plan, np.zeros(6, dtype=np.int64), cfg).groups == [(0, 3), (3, 6)]
     a = mix64(np.arange(10, dtype=np.uint64))
     assert len(set(a.tolist())) == 10 and a.tolist() == mix64(np.arange(10, dtype=np.uint64)).tolist()
+
+
+_urls = st.builds(
+    lambda scheme, user, host, port, rest: f"{scheme}://{user}{host}{port}{rest}",
+    st.sampled_from(["http", "https", "HTTP"]), st.sampled_from(["", "user@", "u:p@"]),
+    st.sampled_from(["Example.COM", "a.b.c", "[::1]", "host.", "xn--bcher-kva.de"]),
+    st.sampled_from(["", ":8080", ":443"]), st.sampled_from(["", "/", "/x/y?q=1", "?q", "#f", "/a:b@c"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_urls, min_size=1, max_size=10))
+def test_vectorized_hosts_equal_the_url_parser(urls):
+    from laion5b_spark.urls import host_of
+
+    expected = [f"[{h}]" if ":" in h else h for h in (host_of(u).lower() for u in urls)]
+    assert hosts(pa.array(urls)).to_pylist() == expected

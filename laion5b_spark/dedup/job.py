@@ -19,8 +19,7 @@ from ..job import Job, Log, SparkProgress
 from ..lake import Lake, LakeError, new_run_id, utcnow
 from ..spark import get_session
 from .lists import describe_lists, list_paths, load_denylists, load_opt_out
-from .passes import (STATS, gather_positions, key_blobs, output_rows, row_blobs, survivor_blobs,
-                     survivors_per_rank)
+from .passes import gather_positions, key_blobs, select_rows, survivor_blobs, survivors_per_rank
 from .plan import Plan, make_layout, make_plan
 from .rows import KEY_MODES, RowRules
 
@@ -103,6 +102,10 @@ any work, naming the file and line.
         t0 = time.time()
         spark = get_session(f"laion5b-spark {self.name}", args.spark_profile)
         record["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
+        cores = spark.sparkContext.defaultParallelism
+        if len(plan.tasks) < 2 * cores:  # small batch: smaller tasks so that every core works
+            plan = make_plan(source_entries, table.consumed(self.input_table), table.entries(), cfg, 2 * cores)
+        record["inputs"]["tasks"] = len(plan.tasks)
         try:
             with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"])) as progress:
                 files, stats, layout = _run_batch(spark, plan, rules, cfg, lake, run_id, progress)
@@ -120,7 +123,7 @@ any work, naming the file and line.
                      meta={"dedup_key": plan.mode})
         record.update(status="succeeded", ended=utcnow(), seconds=round(time.time() - t0, 1),
                       counts={"pairs": total.to_dict()}, info=info, table_rows=table.num_rows(),
-                      output={"files": len(files), "rows_per_file": layout.rows_per_file, "shuffle": layout.shuffle},
+                      output={"files": len(files), "shuffle": layout.shuffle, "seed": layout.seed},
                       per_input_file=ledgers_to_dict(ledgers))
         lake.write_run(self.name, run_id, record)
         log(f"run {run_id} succeeded in {record['seconds']}s: {len(plan.inputs)} input files -> "
@@ -175,37 +178,39 @@ def _run_batch(spark, plan: Plan, rules: RowRules, cfg: dict, lake: Lake, run_id
             first = tasks[i].files[0].rank
             per_rank[first:first + len(counts)] = counts
         layout = make_layout(plan, per_rank, cfg)
-        n_out = layout.files
+        group_of_rank = layout.group_of_rank()
+        groups = [tuple(plan.inputs[lo:hi]) for lo, hi in layout.groups]
 
-        def rows_step(i, it):
-            t = lake_ref.open().table(source_name)
-            for dest, blob in row_blobs(tasks[i], gather_positions(b for _, b in it), t.read_file, rules, layout):
-                yield (n_out if dest == STATS else dest), blob
+        def regroup_step(it):  # positions of a key task -> the output files they belong to
+            pos = gather_positions(blob for _, blob in it)
+            if len(pos):
+                g = group_of_rank[pos >> np.int64(32)]
+                cuts = np.flatnonzero(np.diff(g)) + 1
+                for part in np.split(pos, cuts):
+                    yield int(group_of_rank[part[0] >> np.int64(32)]), part.tobytes()
 
         def write_step(i, it):
-            blobs = [blob for _, blob in it]
-            if i == n_out:
-                yield STATS, blobs
-                return
-            rows = output_rows(blobs)
-            ctx = TaskContext.get()
-            t = lake_ref.open().table(out_name)
-            unit = f"{plan.batch_id}-{i:05d}"
-            rel = t.data_file(unit, run_id, ctx.attemptNumber() if ctx else 0)
-            size = t.write_parquet(rel, rows)
-            yield "file", {"unit": unit, "key": f"batch {plan.batch_id} file {i + 1}/{n_out}", "path": rel,
-                           "rows": rows.num_rows, "bytes": size, "counts": {}}
+            rows, ledgers, info = select_rows(groups[i], gather_positions(blob for _, blob in it),
+                                              lake_ref.open().table(source_name).read_file, rules, layout)
+            entry = None
+            if rows is not None:
+                ctx = TaskContext.get()
+                t = lake_ref.open().table(out_name)
+                unit = f"{plan.batch_id}-{i:05d}"
+                rel = t.data_file(unit, run_id, ctx.attemptNumber() if ctx else 0)
+                entry = {"unit": unit, "key": f"batch {plan.batch_id} file {i + 1}/{len(groups)}", "path": rel,
+                         "rows": rows.num_rows, "bytes": t.write_parquet(rel, rows), "counts": {}}
+            yield {"group": i, "file": entry, "ledgers": ledgers, "info": info}
 
-        progress.step(f"2/2 rows: {int(per_rank.sum()):,} unique rows -> {n_out} files "
+        progress.step(f"2/2 rows: {int(per_rank.sum()):,} unique rows -> {len(groups)} files "
                       f"({'shuffled, seed %d' % layout.seed if layout.shuffle else 'in input order'})")
         sc.setJobDescription("dedup 2/2: rows")
-        out = (survivors.mapPartitionsWithIndex(rows_step).partitionBy(n_out + 1, _identity)
+        out = (survivors.mapPartitions(regroup_step).partitionBy(len(groups), _identity)
                .mapPartitionsWithIndex(write_step).collect())
     finally:
         survivors.unpersist()
-    files = sorted((v for k, v in out if k == "file"), key=lambda e: e["unit"])
-    stats = [s for k, v in out if k == STATS for s in v]
-    return files, stats, layout
+    files = sorted((r["file"] for r in out if r["file"]), key=lambda e: e["unit"])
+    return files, out, layout
 
 
 def _summarize(stats: list[dict], top: int) -> tuple[dict[str, Ledger], dict]:
@@ -215,7 +220,7 @@ def _summarize(stats: list[dict], top: int) -> tuple[dict[str, Ledger], dict]:
     langs: Counter = Counter()
     doms: Counter = Counter()
     peak = 0.0
-    for s in sorted(stats, key=lambda s: s["task"]):
+    for s in sorted(stats, key=lambda s: s["group"]):
         for path, d in s["ledgers"].items():
             ledgers[path] = Ledger.from_dict("pairs", d)
             total.add(ledgers[path])

@@ -4,11 +4,12 @@
    row, already reduced to one position per key within the task;
 2. ``survivor_blobs``: a bucket's reducer keeps the lowest position per key, drops keys already in the table,
    and sends each survivor's position back to the task that owns its file;
-3. ``row_blobs``: that task reads its files whole, takes the survivors, accounts for every other row, and emits
-   (output file, Arrow rows) blobs;
-4. ``write_output``: an output file's rows are put in their final order and written whole.
+3. (the driver counts survivors per input file and cuts the output files: plan.make_layout; positions move to
+   the task of their output file)
+4. ``select_rows``: that task reads its input files whole, takes the survivors, accounts for every other row,
+   and returns the output file's rows in their final order, which the job writes.
 
-Only keys and positions cross the first two shuffles; rows cross the third once, compressed.
+Only keys and positions cross Spark's shuffles; rows are read once and written once, by the same task.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ import pyarrow.compute as pc
 
 from ..accounting import Ledger
 from ..schemas import PAIRS_UNIQUE
-from .plan import Layout, Task
+from .plan import InputFile, Layout, Task
 from .rows import CODES, FAILED_CODES, RowRules, classify, file_order, hosts, keys_of
 
-STATS = "stats"  # marks the record that carries a task's ledger in the row shuffle
 _ROW_MASK = np.int64(0xFFFFFFFF)
-_BUFFER_BYTES = 64 * 2**20  # rows a task holds before handing them to the shuffle
 TOP_DOMAINS_PER_TASK = 1000
 
 
@@ -61,12 +60,10 @@ def min_per_key(keys: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """Each distinct key once, with its lowest position (sorted by key)."""
     if len(keys) == 0:
         return keys, pos
-    order = np.lexsort((pos, keys))
-    k, p = keys[order], pos[order]
-    first = np.empty(len(k), dtype=bool)
-    first[0] = True
-    np.not_equal(k[1:], k[:-1], out=first[1:])
-    return k[first], p[first]
+    order = np.argsort(keys)  # one sort, then a segmented min: 2x faster than lexsort on (key, pos)
+    k = keys[order]
+    starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    return k[starts], np.minimum.reduceat(pos[order], starts)
 
 
 def key_blobs(task: Task, existing: bool, read, rules: RowRules, buckets: int) -> Iterator[tuple[int, bytes]]:
@@ -125,17 +122,16 @@ def survivors_per_rank(task: Task, positions: np.ndarray) -> np.ndarray:
     return np.bincount((positions >> np.int64(32)) - first, minlength=len(task.files)).astype(np.int64)
 
 
-def row_blobs(task: Task, positions: np.ndarray, read, rules: RowRules, layout: Layout,
-              ) -> Iterator[tuple[int, object]]:
-    """Step 3: (output file, Arrow IPC rows) blobs, then (STATS, {"ledgers", "info"}) with the task's accounting."""
+def select_rows(files: tuple[InputFile, ...], positions: np.ndarray, read, rules: RowRules, layout: Layout,
+                ) -> tuple[pa.Table | None, dict, dict]:
+    """Step 3: one output file's rows (in their final order), each input file's ledger, and stats."""
     ranks = positions >> np.int64(32)
     rows_of = positions & _ROW_MASK
     ledgers: dict[str, dict] = {}
     langs: Counter = Counter()
     dup_hosts: Counter = Counter()
-    buffers: dict[int, list[pa.Table]] = {}
-    buffered = 0
-    for f in task.files:
+    parts = []
+    for f in files:
         t = read(f.path, None)
         order = file_order(t.column("source_offset"))
         if order is not None:
@@ -146,41 +142,32 @@ def row_blobs(task: Task, positions: np.ndarray, read, rules: RowRules, layout: 
         if len(keep) and np.any(codes[keep] != 0):
             raise AssertionError(f"{f.path}: a survivor is not eligible (key and row passes disagree)")
         ledgers[f.path] = _file_ledger(codes, len(keep)).to_dict()
-        dup = np.ones(len(codes), dtype=bool)
+        dup = codes == 0
         dup[keep] = False
-        dup &= codes == 0
         if dup.any():
             for d in pc.value_counts(hosts(t.column("url").take(np.flatnonzero(dup)))).to_pylist():
                 dup_hosts[d["values"]] += d["counts"]
-        if not len(keep):
-            continue
-        rows = t.take(keep).select(PAIRS_UNIQUE.names).cast(PAIRS_UNIQUE)
+        if len(keep):
+            parts.append(t.take(keep).select(PAIRS_UNIQUE.names).cast(PAIRS_UNIQUE))
+    info = {"languages": {}, "dup_domains": dict(dup_hosts.most_common(TOP_DOMAINS_PER_TASK))}
+    rows = pa.concat_tables(parts) if parts else None
+    if rows is not None:
         for d in pc.value_counts(rows.column("language")).to_pylist():
             langs[d["values"]] += d["counts"]
-        pos = positions[lo:hi]
+        info["languages"] = dict(langs)
         if layout.shuffle:
-            h = mix64(np.asarray(rows.column("uid"), dtype=np.int64).view(np.uint64) ^ mix64(np.array([layout.seed])))
-            dest = (h % np.uint64(layout.files)).astype(np.int64)
-            order_key = h.view(np.int64)
-        else:
-            dest = (layout.offsets[f.rank] + np.arange(len(keep))) // layout.rows_per_file
-            order_key = pos
-        rows = rows.append_column("_order", pa.array(order_key, pa.int64())).append_column(
-            "_pos", pa.array(pos, pa.int64()))
-        srt = np.argsort(dest, kind="stable")
-        dest_sorted = dest[srt]
-        cuts = np.flatnonzero(np.diff(dest_sorted)) + 1
-        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(srt)]])):
-            part = rows.take(srt[a:b])
-            buffers.setdefault(int(dest_sorted[a]), []).append(part)
-            buffered += part.nbytes
-        if buffered > _BUFFER_BYTES:
-            yield from _flush(buffers)
-            buffered = 0
-    yield from _flush(buffers)
-    info = {"languages": dict(langs), "dup_domains": dict(dup_hosts.most_common(TOP_DOMAINS_PER_TASK)),
-            "peak_rss_mb": _peak_rss_mb()}
-    yield STATS, {"task": task.index, "ledgers": ledgers, "info": info}
+            rows = block_shuffle(rows, layout.block_rows, np.random.default_rng([layout.seed, positions[0] >> 32]))
+    info["peak_rss_mb"] = _peak_rss_mb()
+    return rows, ledgers, info
+
+
+def block_shuffle(rows: pa.Table, block_rows: int, rng: np.random.Generator) -> pa.Table:
+    """Blocks of ``block_rows`` consecutive rows in a seeded random order: zero-copy slices, no gather.
+
+    A download shard (10,000 rows) then draws ~40 blocks from all over the file, so its hosts are mixed; a
+    row-level permutation costs a random gather of every string (~1 s per million rows) for no gain there."""
+    starts = np.arange(0, rows.num_rows, max(1, block_rows))
+    return pa.concat_tables([rows.slice(int(starts[i]), block_rows) for i in rng.permutation(len(starts))])
 
 
 def _file_ledger(codes: np.ndarray, kept: int) -> Ledger:
@@ -192,24 +179,6 @@ def _file_ledger(codes: np.ndarray, kept: int) -> Ledger:
     if counts[0] - kept:
         led.drop("duplicate", int(counts[0] - kept))
     return led
-
-
-def _flush(buffers: dict[int, list[pa.Table]]) -> Iterator[tuple[int, bytes]]:
-    for dest in sorted(buffers):
-        t = pa.concat_tables(buffers[dest])
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, t.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
-            w.write_table(t)
-        yield dest, sink.getvalue().to_pybytes()
-    buffers.clear()
-
-
-def output_rows(blobs: Iterable[bytes]) -> pa.Table:
-    """Step 4: an output file's rows in their final order (by _order, then position)."""
-    tables = [pa.ipc.open_stream(b).read_all() for b in blobs]
-    t = pa.concat_tables(tables)
-    idx = pc.sort_indices(t, sort_keys=[("_order", "ascending"), ("_pos", "ascending")])
-    return t.take(idx).drop_columns(["_order", "_pos"])
 
 
 def _peak_rss_mb() -> float:

@@ -84,10 +84,14 @@ def _cut(files: list, rows_per_task: int) -> list[list]:
     return tasks
 
 
-def make_plan(pairs_entries: list[dict], consumed: set[str], unique_entries: list[dict], cfg: dict) -> Plan:
+def make_plan(pairs_entries: list[dict], consumed: set[str], unique_entries: list[dict], cfg: dict,
+              min_tasks: int = 1) -> Plan:
+    """``min_tasks``: cut smaller tasks when the batch is small, so every core has work (speed only: the
+    output does not depend on it)."""
     dcfg = cfg["dedup"]
-    rows_per_task = max(1, int(dcfg["rows_per_task"]))
     pending = sorted((e for e in pairs_entries if e["path"] not in consumed), key=_order_key)
+    new_rows = sum(int(e["rows"]) for e in pending)
+    rows_per_task = max(1, min(int(dcfg["rows_per_task"]), math.ceil(new_rows / max(1, min_tasks))))
     inputs = []
     for rank, e in enumerate(pending):
         if e["rows"] >= MAX_ROWS_PER_FILE:
@@ -105,26 +109,37 @@ def make_plan(pairs_entries: list[dict], consumed: set[str], unique_entries: lis
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each surviving row goes: ``files`` output files of ``rows_per_file`` rows (the last one fewer).
+    """Output files: each holds the survivors of a contiguous range of input files (``groups`` of ranks).
 
-    Without shuffle, rows keep their position order and fill files one after the other. With shuffle, a row's
-    file and its place in it come from a seeded hash of its uid - a fixed pseudo-random permutation that
-    needs no global sort (laion-prepro's ``orderBy(rand(seed))``, without the sort).
+    A range closes once its survivors are estimated at ``dedup.file_mb`` of parquet, or its input at four times
+    that (so a batch of mostly duplicates still spreads over many tasks). Only the batch's input decides the
+    ranges - not Spark's partitioning - so any cluster writes the same files. With ``shuffle``, a file's rows are
+    written in blocks of ``block_rows`` in a seeded random order (passes.block_shuffle) instead of a global
+    ``orderBy(rand(seed))`` sort: a file gathers many input files, so a download shard of it mixes their hosts.
     """
 
-    files: int
-    rows_per_file: int
-    offsets: np.ndarray  # per input rank: how many survivors come before that file
+    groups: list[tuple[int, int]]  # [first rank, last rank + 1) per output file
     shuffle: bool
     seed: int
+    block_rows: int = 256
+
+    def group_of_rank(self) -> np.ndarray:
+        out = np.empty(self.groups[-1][1] if self.groups else 0, dtype=np.int32)
+        for g, (lo, hi) in enumerate(self.groups):
+            out[lo:hi] = g
+        return out
 
 
 def make_layout(plan: Plan, survivors_per_rank: np.ndarray, cfg: dict) -> Layout:
     dcfg = cfg["dedup"]
-    total = int(survivors_per_rank.sum())
-    est_bytes = sum(int(n) * (f.bytes / f.rows if f.rows else 0) for n, f in zip(survivors_per_rank, plan.inputs))
-    files = max(1, math.ceil(est_bytes / (float(dcfg["file_mb"]) * 2**20))) if total else 0
-    files = min(files, total) if total else 0
-    rows_per_file = math.ceil(total / files) if files else 0
-    offsets = np.concatenate([[0], np.cumsum(survivors_per_rank)[:-1]]).astype(np.int64)
-    return Layout(files, rows_per_file, offsets, bool(dcfg["shuffle"]), int(dcfg["seed"]))
+    target = float(dcfg["file_mb"]) * 2**20
+    groups, start, out_bytes, in_bytes = [], 0, 0.0, 0
+    for f, n in zip(plan.inputs, survivors_per_rank):
+        out_bytes += int(n) * (f.bytes / f.rows if f.rows else 0)
+        in_bytes += f.bytes
+        if out_bytes >= target or in_bytes >= 4 * target:
+            groups.append((start, f.rank + 1))
+            start, out_bytes, in_bytes = f.rank + 1, 0.0, 0
+    if start < len(plan.inputs):
+        groups.append((start, len(plan.inputs)))
+    return Layout(groups, bool(dcfg["shuffle"]), int(dcfg["seed"]), int(dcfg["shuffle_block_rows"]))

@@ -44,10 +44,23 @@ def _np(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
 
 
 def hosts(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Lower-case host of each URL ("" when there is none), like urls.host_of but vectorized."""
-    m = pc.extract_regex(pc.fill_null(urls, ""), _HOST)
-    h = pc.utf8_lower(pc.fill_null(pc.struct_field(m, "host"), ""))
-    return pc.utf8_rtrim(h, characters=".")
+    """Lower-case host of each URL ("" when there is none), like urls.host_of but vectorized.
+
+    Fast path: the third "/"-separated part of "scheme://host/..."; the regex (10x slower) only for the few
+    rows whose part has a userinfo, port, query or fragment in it."""
+    urls = pc.fill_null(urls, "")
+    if isinstance(urls, pa.ChunkedArray):
+        urls = urls.combine_chunks()
+    part = pc.list_element(pc.split_pattern(pc.binary_join_element_wise(urls, "///", ""), "/", max_splits=3), 2)
+    odd = np.zeros(len(urls), dtype=bool)
+    for c in "@:?#[":
+        odd |= np.asarray(pc.greater_equal(pc.find_substring(part, c), 0), dtype=bool)
+    odd |= ~np.asarray(pc.match_substring_regex(urls, r"^[A-Za-z][A-Za-z0-9+.\-]*://"), dtype=bool)
+    if odd.any():
+        idx = np.flatnonzero(odd)
+        slow = pc.struct_field(pc.extract_regex(pc.take(urls, idx), _HOST), "host")
+        part = pc.replace_with_mask(part, pa.array(odd), pc.fill_null(slow, "").cast(pa.string()))
+    return pc.utf8_rtrim(pc.utf8_lower(part), characters=".")
 
 
 def opted_out(host_col: pa.Array, rules: DomainOptOut) -> np.ndarray:
