@@ -90,24 +90,26 @@ def test_dedup_matches_reference_and_accounts_for_every_row(spark, pairs_lake, t
 
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_partitioning_does_not_change_the_table(spark, pairs_lake, tmp_path, shuffle):
+    """The shared session (local[2], 8 default partitions: a task per file, one key bucket) vs another process
+    on local[1] with 1 default partition (files grouped into two tasks) and 19 key buckets."""
     src, written = pairs_lake
-    runs = []
-    for i, (rows_per_task, bucket_mb) in enumerate([(1_000_000, 64), (3000, 0.02)]):
-        lake = _copy(src, tmp_path, f"lake{i}")
-        assert dedup(lake, "--set", f"dedup.rows_per_task={rows_per_task}", "--set", f"dedup.bucket_mb={bucket_mb}",
-                     "--set", f"dedup.shuffle={str(shuffle).lower()}", "--set", "dedup.file_mb=0.3") == 0
-        rec = last_run(lake)
-        runs.append(table_files(lake))
-        assert rec["inputs"]["tasks"] == (1 if i == 0 else len(written))
-        assert rec["inputs"]["buckets"] == (1 if i == 0 else math.ceil(24_000 * 16 / (0.02 * 2**20)))
-    assert [t.num_rows for t in runs[0]] == [t.num_rows for t in runs[1]]
-    assert all(a.equals(b) for a, b in zip(*runs))
-    rows = pa.concat_tables(runs[0])
-    offsets = rows.column("source_offset").to_pylist()
-    in_order = all(rows.column("source_file")[i].as_py() <= rows.column("source_file")[i + 1].as_py()
-                   for i in range(rows.num_rows - 1) if rows.column("crawl")[i] == rows.column("crawl")[i + 1])
-    assert in_order != shuffle, "without shuffle rows keep input order; with it they are mixed"
-    assert len(offsets) == rows.num_rows
+    opts = ["--set", f"dedup.shuffle={str(shuffle).lower()}", "--set", "dedup.file_mb=0.3"]
+    one, other = _copy(src, tmp_path, "one"), _copy(src, tmp_path, "other")
+    assert dedup(one, *opts) == 0
+    conf = tmp_path / "one-core.conf"
+    conf.write_text((ROOT / "conf/spark/local.conf").read_text().replace("local[*]", "local[1]")
+                    .replace("spark.default.parallelism             8", "spark.default.parallelism 1"))
+    p = subprocess.run([sys.executable, str(ROOT / "jobs" / "dedup.py"), "--lake", str(other), "--spark-profile",
+                        str(conf), "--set", "dedup.bucket_mb=0.02", *opts], capture_output=True, text=True,
+                       env=dict(os.environ, L5S_SPARK_LOG_LEVEL="ERROR"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    (a, b), (ra, rb) = (table_files(one), table_files(other)), (last_run(one), last_run(other))
+    assert (ra["inputs"]["tasks"], ra["inputs"]["buckets"]) == (len(written), 1)
+    assert (rb["inputs"]["tasks"], rb["inputs"]["buckets"]) == (2, math.ceil(24_000 * 16 / (0.02 * 2**20)))
+    assert len(a) == len(b) > 1 and all(x.equals(y) for x, y in zip(a, b))
+    rows = pa.concat_tables(a).to_pandas()
+    rank = list(zip(rows["crawl"], rows["source_file"], rows["source_offset"]))
+    assert (rank == sorted(rank)) != shuffle, "without shuffle rows keep input order; with it they are mixed"
 
 
 def test_incremental_batches_keep_old_rows_and_are_idempotent(spark, tmp_path):

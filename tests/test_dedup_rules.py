@@ -231,3 +231,9 @@ def test_vectorized_hosts_equal_the_url_parser(urls):
 
     expected = [f"[{h}]" if ":" in h else h for h in (host_of(u).lower() for u in urls)]
     assert hosts(pa.array(urls)).to_pylist() == expected
+
+
+def test_key_pass_of_a_task_with_no_eligible_row_sends_nothing():
+    t = _rows([None, "ftp://x/y"], ["a", "b"]).append_column("source_offset", pa.array([0, 1], pa.int64()))
+    task = Task(0, (InputFile(0, "f", "k", 2, 1),))
+    assert list(key_blobs(task, False, lambda p, c: t.select(c), RowRules(), 4)) == []

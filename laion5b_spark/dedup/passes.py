@@ -87,6 +87,8 @@ def key_blobs(task: Task, existing: bool, read, rules: RowRules, buckets: int) -
     if not all_keys:
         return
     keys, pos = min_per_key(np.concatenate(all_keys), np.concatenate(all_pos))
+    if len(keys) == 0:  # every row of the task was left out
+        return
     b = _bucket(keys, buckets)
     order = np.argsort(b, kind="stable")
     keys, pos, b = keys[order], pos[order], b[order]
