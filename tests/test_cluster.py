@@ -11,6 +11,7 @@ import sys
 import time
 
 import orjson
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, free_port, wait_for_first_commit
@@ -59,10 +60,10 @@ def standalone(tmp_path_factory):
         assert not left, f"processes outlived the cluster: {left}"
 
 
-def _submit(cluster, lake, inputs):
+def _submit(cluster, lake, inputs, job="extract"):
+    args = ["--input", *inputs, "--set", "run.commit_interval_s=0.5"] if job == "extract" else []
     out = subprocess.run([str(ROOT / "deploy" / "submit.sh"), "--properties-file", str(cluster["conf"]),
-                          str(ROOT / "jobs" / "extract.py"), "--lake", str(lake), "--input", *inputs,
-                          "--set", "run.commit_interval_s=0.5"],
+                          str(ROOT / "jobs" / f"{job}.py"), "--lake", str(lake), *args],
                          env=cluster["env"], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
@@ -73,12 +74,20 @@ def _rows(lake):
     return sorted(map(orjson.dumps, t.to_pylist()))
 
 
-def _local(tmp_path, inputs):
+def _local(tmp_path, inputs, dedup=False):
+    from laion5b_spark.dedup.job import DedupJob
     from laion5b_spark.extract.job import ExtractJob
 
     lake = tmp_path / "local"
     assert ExtractJob().main(["--lake", str(lake), "--input", *inputs]) == 0
+    if dedup:
+        assert DedupJob().main(["--lake", str(lake)]) == 0
     return lake
+
+
+def _files(lake, table):
+    t = Lake(str(lake)).table(table)
+    return [pq.read_table(t.path(e["path"])) for e in t.entries()]
 
 
 def test_cluster_table_equals_local(spark, standalone, tmp_path, sample_crawl):
@@ -86,8 +95,13 @@ def test_cluster_table_equals_local(spark, standalone, tmp_path, sample_crawl):
     lake = tmp_path / "cluster"
     out = _submit(standalone, lake, inputs)
     assert "6 units done" in out.stdout
-    assert _rows(lake) == _rows(_local(tmp_path, inputs))
-    assert Lake(str(lake)).runs("extract")[-1]["spark"]["master"] == standalone["master"]
+    _submit(standalone, lake, [], job="dedup")
+    local = _local(tmp_path, inputs, dedup=True)
+    assert _rows(lake) == _rows(local)
+    a, b = _files(lake, "pairs_unique"), _files(local, "pairs_unique")  # the same rows in the same files
+    assert a and len(a) == len(b) and all(x.equals(y) for x, y in zip(a, b))
+    for job in ("extract", "dedup"):
+        assert Lake(str(lake)).runs(job)[-1]["spark"]["master"] == standalone["master"]
 
 
 @pytest.mark.slow
