@@ -33,7 +33,9 @@ def describe(lake_url: str, sample_rows: int = 5, out=sys.stdout) -> None:
         runs = lake.runs(job)
         if runs:
             r = runs[-1]
-            print(f"\nlast {job} run {r['run_id']}: {r['status']}, units {r.get('units')}", file=out)
+            flows = ", ".join(f"{name} {c['rows_in']:,} in -> {c['rows_out']:,} out"
+                              for name, c in (r.get("counts") or {}).items())
+            print(f"\nlast {job} run {r['run_id']}: {r['status']}" + (f"; {flows}" if flows else ""), file=out)
 
 
 def _jobs(lake: Lake) -> list[str]:

@@ -86,6 +86,13 @@ def test_dedup_matches_reference_and_accounts_for_every_row(spark, pairs_lake, t
     assert rec["output"]["files"] > 1 and len(table_files(lake)) == rec["output"]["files"]
     assert sum(rec["info"]["languages"].values()) == len(ref)
     assert sum(rec["info"]["dup_domains"].values()) <= c["dropped"]["duplicate"]
+    import io
+
+    from laion5b_spark.describe import describe
+    shown = io.StringIO()
+    describe(str(lake), sample_rows=2, out=shown)
+    assert f"pairs_unique: {len(ref):,} rows" in shown.getvalue()
+    assert f"last dedup run {rec['run_id']}: succeeded; pairs {total_in:,} in -> {len(ref):,} out" in shown.getvalue()
 
 
 @pytest.mark.parametrize("shuffle", [True, False])

@@ -62,7 +62,16 @@ def main() -> int:
                   f"/node) - {'network' if net_s > cpu_s else 'CPU'}-bound")
         else:
             print("  extract : not measured yet")
-        for stage, issue in (("dedup", 3), ("download", 4), ("clip", 5), ("index", 6)):
+        dd = measured("dedup")
+        if dd:
+            rate = dd["results"]["ours"]["rows_per_s_per_core"]
+            cpu_s = extracted / rate / (nodes * cores)
+            shuffle_gb = extracted * 16 * 2 / 1e9  # keys+positions, then survivors' positions (upper bound)
+            net_s = shuffle_gb * 8 / (args.node_gbps * nodes) if nodes > 1 else 0.0
+            print(f"  dedup   : {human(max(cpu_s, net_s))} ({human(cpu_s)} CPU at {rate:,} rows/s/core, whole job on "
+                  f"the 20M-row bench, assumed linear; {shuffle_gb:,.0f} GB of keys cross the shuffle"
+                  + (f", {human(net_s)} at {args.node_gbps} Gbit/s/node" if nodes > 1 else "") + ")")
+        for stage, issue in (("download", 4), ("clip", 5), ("index", 6)):
             print(f"  {stage:8}: " + ("see bench/" + stage if measured(stage) else f"not measured yet (issue {issue})"))
     print("\nLAION's own: img2dataset 5.8B images in 7 days on 10 nodes; ViT-L/14 embeddings on 32 A100 in ~1 week. "
           "Goal: 5B end to end in <= 5 days on 10 nodes - undecided until every stage is measured.")

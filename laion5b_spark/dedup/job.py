@@ -77,13 +77,14 @@ any work, naming the file and line.
             raise ConfigError(f"{table.root} was built with dedup.key = {fixed!r}; a run with {dcfg['key']!r} would "
                               "mix two kinds of uniqueness. Use that key, or a new lake/table.")
         plan = make_plan(source_entries, table.consumed(self.input_table), table.entries(), cfg)
-        log(f"{len(plan.inputs)} new {self.input_table} files ({plan.rows:,} rows) in {len(plan.tasks)} tasks, "
-            f"against {plan.existing_rows:,} rows already in {self.output_table}; key {plan.mode}, "
-            f"{plan.buckets} key buckets; lists: {describe_lists(deny, opt_out)}")
+        log(f"{len(plan.inputs)} new {self.input_table} files ({plan.rows:,} rows) against "
+            f"{plan.existing_rows:,} rows already in {self.output_table}; key {plan.mode}; "
+            f"lists: {describe_lists(deny, opt_out)}")
         if deny.image_sha256 or deny.image_md5:
             log(f"{len(deny.image_sha256) + len(deny.image_md5):,} image hashes are applied by the download "
                 "stage (give it the same --denylist)")
         if args.dry_run:
+            log(f"{len(plan.tasks)} key tasks (more on a wider cluster), {plan.buckets} key buckets; input files:")
             for f in plan.inputs:
                 print(f"{f.rank}\t{f.rows}\t{f.path}\t{f.key}")
             return 0
