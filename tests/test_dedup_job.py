@@ -125,6 +125,7 @@ def test_incremental_batches_keep_old_rows_and_are_idempotent(spark, tmp_path):
     assert dedup(lake) == 0
     before = Lake(str(lake)).table("pairs_unique").manifest()
     old_files = table_files(lake)
+    assert survivors(pa.concat_tables(old_files).to_pandas()) == survivors(reference(first.values()))
     # the next crawl: new items and recurrences of the first crawl's items (same item ids -> same url+text)
     key = "crawl-data/CC-MAIN-2024-18/segments/0/wat/CC-MAIN-2024-18-00000.warc.wat.gz"
     second = {key: generate_rows(3000, 77, first_item=10_000, item_space=13_000, source_file=key,

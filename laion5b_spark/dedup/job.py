@@ -19,7 +19,8 @@ from ..job import Job, Log, SparkProgress
 from ..lake import Lake, LakeError, new_run_id, utcnow
 from ..spark import get_session
 from .lists import describe_lists, list_paths, load_denylists, load_opt_out
-from .passes import gather_positions, key_blobs, select_rows, survivor_blobs, survivors_per_rank
+from .passes import (gather_positions, key_blobs, route_positions, select_rows, survivor_blobs,
+                     survivors_per_rank)
 from .plan import Plan, make_layout, make_plan
 from .rows import KEY_MODES, RowRules
 
@@ -183,12 +184,7 @@ def _run_batch(spark, plan: Plan, rules: RowRules, cfg: dict, lake: Lake, run_id
         groups = [tuple(plan.inputs[lo:hi]) for lo, hi in layout.groups]
 
         def regroup_step(it):  # positions of a key task -> the output files they belong to
-            pos = gather_positions(blob for _, blob in it)
-            if len(pos):
-                g = group_of_rank[pos >> np.int64(32)]
-                cuts = np.flatnonzero(np.diff(g)) + 1
-                for part in np.split(pos, cuts):
-                    yield int(group_of_rank[part[0] >> np.int64(32)]), part.tobytes()
+            return route_positions(gather_positions(blob for _, blob in it), group_of_rank)
 
         def write_step(i, it):
             rows, ledgers, info = select_rows(groups[i], gather_positions(blob for _, blob in it),

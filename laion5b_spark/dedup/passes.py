@@ -92,9 +92,26 @@ def key_blobs(task: Task, existing: bool, read, rules: RowRules, buckets: int) -
     b = _bucket(keys, buckets)
     order = np.argsort(b, kind="stable")
     keys, pos, b = keys[order], pos[order], b[order]
-    cuts = np.flatnonzero(np.diff(b)) + 1
-    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(b)]])):
-        yield int(b[lo]), _pack(keys[lo:hi], pos[lo:hi])
+    for label, lo, hi in _segments(b):
+        yield label, _pack(keys[lo:hi], pos[lo:hi])
+
+
+def _segments(labels: np.ndarray) -> Iterator[tuple[int, int, int]]:
+    """(label, start, end) of each run of equal values in a sorted array."""
+    cuts = np.flatnonzero(np.diff(labels)) + 1
+    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(labels)]])):
+        yield int(labels[lo]), int(lo), int(hi)
+
+
+def route_positions(pos: np.ndarray, owner_of_rank: np.ndarray) -> Iterator[tuple[int, bytes]]:
+    """(owner, sorted positions) blobs: each position goes to the task that owns its input file."""
+    if len(pos) == 0:
+        return
+    owner = owner_of_rank[pos >> np.int64(32)]
+    order = np.argsort(owner, kind="stable")
+    pos, owner = pos[order], owner[order]
+    for label, lo, hi in _segments(owner):
+        yield label, pos[lo:hi].tobytes()
 
 
 def survivor_blobs(blobs: Iterable[bytes], task_of_rank: np.ndarray) -> Iterator[tuple[int, bytes]]:
@@ -103,15 +120,7 @@ def survivor_blobs(blobs: Iterable[bytes], task_of_rank: np.ndarray) -> Iterator
     if not parts:
         return
     _, pos = min_per_key(np.concatenate([k for k, _ in parts]), np.concatenate([p for _, p in parts]))
-    pos = np.sort(pos[pos >= 0])
-    if len(pos) == 0:
-        return
-    owner = task_of_rank[pos >> np.int64(32)]
-    order = np.argsort(owner, kind="stable")
-    pos, owner = pos[order], owner[order]
-    cuts = np.flatnonzero(np.diff(owner)) + 1
-    for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(owner)]])):
-        yield int(owner[lo]), pos[lo:hi].tobytes()
+    yield from route_positions(np.sort(pos[pos >= 0]), task_of_rank)
 
 
 def gather_positions(blobs: Iterable[bytes]) -> np.ndarray:
@@ -126,7 +135,7 @@ def survivors_per_rank(task: Task, positions: np.ndarray) -> np.ndarray:
 
 def select_rows(files: tuple[InputFile, ...], positions: np.ndarray, read, rules: RowRules, layout: Layout,
                 ) -> tuple[pa.Table | None, dict, dict]:
-    """Step 3: one output file's rows (in their final order), each input file's ledger, and stats."""
+    """Step 4: one output file's rows (in their final order), each input file's ledger, and stats."""
     ranks = positions >> np.int64(32)
     rows_of = positions & _ROW_MASK
     ledgers: dict[str, dict] = {}
@@ -158,7 +167,7 @@ def select_rows(files: tuple[InputFile, ...], positions: np.ndarray, read, rules
             langs[d["values"]] += d["counts"]
         info["languages"] = dict(langs)
         if layout.shuffle:
-            rows = block_shuffle(rows, layout.block_rows, np.random.default_rng([layout.seed, positions[0] >> 32]))
+            rows = block_shuffle(rows, layout.block_rows, np.random.default_rng([layout.seed, files[0].rank]))
     info["peak_rss_mb"] = _peak_rss_mb()
     return rows, ledgers, info
 
