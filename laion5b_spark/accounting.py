@@ -32,6 +32,15 @@ REASONS: dict[str, str] = {
     "decode_error": "body could not be decoded with any candidate charset",
     "parse_error": "unexpected error while parsing one record (a bug; the sample tells which record)",
     "unit_error": "unexpected error processing a whole unit (a bug; the sample has the traceback); retried next run",
+    # download: fetching (laion5b_spark/download/safe_fetch.py)
+    "blocked_private_ip": "URL host resolves only to non-public addresses (private, loopback, link-local, metadata)",
+    "dns_error": "URL host does not resolve",
+    "connect_error": "connection refused, reset or closed",
+    "tls_error": "TLS handshake or certificate failure",
+    "timeout": "connect/read timeout or the total deadline per image passed",
+    "too_many_redirects": "more redirects than download.max_redirects",
+    "too_large": "body larger than download.max_bytes",
+    "truncated_body": "the server closed before the announced Content-Length",
     # dedup: pairs
     "duplicate": "same dedup key (dedup.key) as an earlier row, or as a row already in pairs_unique",
     "denylisted": "URL, URL hash or image hash on a --denylist list",
