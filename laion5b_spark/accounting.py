@@ -41,6 +41,11 @@ REASONS: dict[str, str] = {
     "too_many_redirects": "more redirects than download.max_redirects",
     "too_large": "body larger than download.max_bytes",
     "truncated_body": "the server closed before the announced Content-Length",
+    # download: images (laion5b_spark/download/image.py)
+    "not_an_image": "the bytes are not an accepted image format (sniffed, whatever the Content-Type said)",
+    "image_too_small": "fewer bytes than download.min_bytes or a side under download.min_image_size",
+    "decompression_bomb": "more pixels than download.max_pixels, refused from the header before decoding",
+    "bad_aspect_ratio": "aspect ratio above download.max_aspect_ratio",
     # dedup: pairs
     "duplicate": "same dedup key (dedup.key) as an earlier row, or as a row already in pairs_unique",
     "denylisted": "URL, URL hash or image hash on a --denylist list",
