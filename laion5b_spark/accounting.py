@@ -41,6 +41,10 @@ REASONS: dict[str, str] = {
     "too_many_redirects": "more redirects than download.max_redirects",
     "too_large": "body larger than download.max_bytes",
     "truncated_body": "the server closed before the announced Content-Length",
+    "http_404": "the server answered 404 Not Found",
+    "http_error": "an HTTP status other than 200 and 404 (after retries for 5xx)",
+    "rate_limited": "429/503 after every retry, or a Retry-After longer than download.max_retry_after_s",
+    "robots_denied": "X-Robots-Tag forbids this use (noai, noimageai, noindex, noimageindex, noml)",
     # download: images (laion5b_spark/download/image.py)
     "not_an_image": "the bytes are not an accepted image format (sniffed, whatever the Content-Type said)",
     "image_too_small": "fewer bytes than download.min_bytes or a side under download.min_image_size",

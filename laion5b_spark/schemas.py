@@ -22,7 +22,28 @@ PAIRS = pa.schema([
 # dedup keeps every column: one row per dedup key, chosen deterministically (docs/DEDUP.md)
 PAIRS_UNIQUE = PAIRS
 
-TABLES: dict[str, pa.Schema] = {"pairs": PAIRS, "pairs_unique": PAIRS_UNIQUE}
+# one row per pairs_unique row: failures too, with null image bytes and the reason
+IMAGES = pa.schema([
+    pa.field("uid", pa.int64(), nullable=False),
+    pa.field("url", pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("language", pa.string(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),  # shard id + row in shard (img2dataset's "key")
+    pa.field("status", pa.string(), nullable=False),  # success | failed
+    pa.field("reason", pa.string()),  # accounting reason when not a success
+    pa.field("error_message", pa.string()),
+    pa.field("http_status", pa.int32()),
+    pa.field("width", pa.int32()),  # of the stored (resized) image
+    pa.field("height", pa.int32()),
+    pa.field("original_width", pa.int32()),
+    pa.field("original_height", pa.int32()),
+    pa.field("sha256", pa.string()),  # of the downloaded bytes, as hash lists name them
+    pa.field("mime", pa.string()),  # sniffed format of the downloaded bytes
+    pa.field("jpg", pa.binary()),  # the stored image (download.encode_format)
+    pa.field("exif", pa.string()),
+])
+
+TABLES: dict[str, pa.Schema] = {"pairs": PAIRS, "pairs_unique": PAIRS_UNIQUE, "images": IMAGES}
 
 
 def check(table_name: str, table: pa.Table) -> None:

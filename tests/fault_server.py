@@ -28,6 +28,9 @@ class Route:
     drip_s: float = 0.0  # between body bytes
     send_bytes: int | None = None  # send only this many body bytes, then close (a truncated response)
     length: int | None = None  # Content-Length to announce (default: len(body)); -1: none, close-delimited
+    fail_first: int = 0  # answer the first N requests with fail_status / fail_headers instead
+    fail_status: int = 503
+    fail_headers: dict = field(default_factory=dict)
 
 
 class FaultServer:
@@ -55,10 +58,14 @@ class FaultServer:
                 path = self.path.split("?", 1)[0]
                 with server._lock:
                     server.hits[path] += 1
+                    nth = server.hits[path]
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    self._answer(server.routes.get(path, Route(404, b"not found")))
+                    route = server.routes.get(path, Route(404, b"not found"))
+                    if nth <= route.fail_first:
+                        route = Route(route.fail_status, b"try later", route.fail_headers)
+                    self._answer(route)
                 finally:
                     with server._lock:
                         server.in_flight -= 1
@@ -90,7 +97,11 @@ class FaultServer:
                 if r.send_bytes is not None or length < 0:
                     self.close_connection = True
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):  # clients hanging up is part of the tests
+                pass
+
+        self.httpd = Server((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -1,0 +1,116 @@
+"""One shard of pairs -> one shard of images: every input row gives one output row (failures with null bytes).
+
+Concurrency lives here, inside the task: a thread pool fetches, a ``HostGate`` caps connections and request rate
+per host and holds a host back when it answers 429/503 with Retry-After. Retries are bounded per URL; what cannot
+be fetched is a row with its reason, never an exception. Plain Python: no Spark here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ..accounting import ErrorSamples, Ledger
+from ..dedup.lists import DenyList
+from ..schemas import IMAGES
+from ..urls import host_of
+from .image import ImageProcessor
+from .politeness import HostGate, backoff_s, retry_after_s, robots_denied
+from .safe_fetch import Fetcher, FetchError
+
+RETRYABLE = frozenset({"timeout", "connect_error", "truncated_body"})
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+DROPPED = frozenset({"denylisted", "robots_denied"})  # decisions; every other failure reason is bad input
+
+
+@dataclass(frozen=True)
+class ShardSettings:
+    threads: int = 32
+    max_per_host: int = 4
+    min_interval_s: float = 0.0
+    retries: int = 2  # per URL, after the first try
+    backoff_base_s: float = 1.0
+    max_retry_after_s: float = 60.0  # a host asking for a longer break is given up on (rate_limited)
+    user_agent_token: str = "laion5b-spark"
+    respect_robots_tags: bool = True
+
+
+def download_rows(rows: pa.Table, fetcher: Fetcher, processor: ImageProcessor, settings: ShardSettings,
+                  errors: ErrorSamples, key_prefix: str, deny: DenyList | None = None) -> tuple[pa.Table, Ledger]:
+    """``rows`` needs uid, url, text, language. Returns the images rows (same order) and the ledger."""
+    gate = HostGate(settings.max_per_host, settings.min_interval_s)
+    urls = rows.column("url").to_pylist()
+
+    def one(url: str) -> dict:
+        return _fetch_one(url, fetcher, processor, settings, gate, deny)
+
+    with ThreadPoolExecutor(max(1, settings.threads), thread_name_prefix="fetch") as pool:
+        results = list(pool.map(one, urls))
+    ledger = Ledger("images", rows_in=len(urls))
+    for url, r in zip(urls, results):
+        reason = r["reason"]
+        if reason is None:
+            ledger.rows_out += 1
+            continue
+        (ledger.drop if reason in DROPPED else ledger.fail)(reason)
+        errors.add(reason, r["error_message"] or reason, source=url)
+    n = len(urls)
+    out = {
+        "uid": rows.column("uid"), "url": rows.column("url"), "text": rows.column("text"),
+        "language": rows.column("language"),
+        "key": pa.array([f"{key_prefix}{i:06d}" for i in range(n)], pa.string()),
+        "status": pa.array(["success" if r["reason"] is None else "failed" for r in results], pa.string()),
+    }
+    for name in ("reason", "error_message", "http_status", "width", "height", "original_width", "original_height",
+                 "sha256", "mime", "jpg", "exif"):
+        out[name] = pa.array([r.get(name) for r in results], IMAGES.field(name).type)
+    return pa.table(out, schema=IMAGES), ledger
+
+
+def _fetch_one(url: str, fetcher: Fetcher, processor: ImageProcessor, s: ShardSettings, gate: HostGate,
+               deny: DenyList | None) -> dict:
+    host = host_of(url) or "?"
+    last: dict = {}
+    for attempt in range(s.retries + 1):
+        if attempt:
+            time.sleep(max(backoff_s(attempt - 1, s.backoff_base_s), gate.waiting_s(host)))
+        try:
+            with gate.slot(host):
+                got = fetcher.fetch(url)
+        except FetchError as exc:
+            last = _failed(exc.reason, str(exc))
+            if exc.reason in RETRYABLE:
+                continue
+            return last
+        if got.status in RETRY_STATUS:
+            wait = retry_after_s(got.headers.get("retry-after"))
+            reason = "rate_limited" if got.status in (429, 503) else "http_error"
+            last = _failed(reason, f"HTTP {got.status}", got.status)
+            if wait is not None:
+                if wait > s.max_retry_after_s:
+                    return _failed("rate_limited", f"HTTP {got.status}, Retry-After {wait:.0f}s", got.status)
+                gate.pause(host, wait)
+            continue
+        if got.status == 404:
+            return _failed("http_404", "HTTP 404", 404)
+        if got.status != 200:
+            return _failed("http_error", f"HTTP {got.status}", got.status)
+        if s.respect_robots_tags and robots_denied(got.robots_tags, s.user_agent_token):
+            return _failed("robots_denied", f"X-Robots-Tag: {'; '.join(got.robots_tags)}", 200)
+        img = processor(got.body)
+        if deny is not None and (img.sha256 in deny.image_sha256
+                                 or (deny.image_md5 and hashlib.md5(got.body).hexdigest() in deny.image_md5)):
+            return _failed("denylisted", "image hash on a denylist", 200)
+        out = {"reason": img.reason, "error_message": img.message or None, "http_status": 200,
+               "width": img.width, "height": img.height, "original_width": img.original_width,
+               "original_height": img.original_height, "sha256": img.sha256, "mime": img.mime, "jpg": img.image}
+        return out
+    return last
+
+
+def _failed(reason: str, message: str, http_status: int | None = None) -> dict:
+    return {"reason": reason, "error_message": message[:500], "http_status": http_status}
