@@ -35,6 +35,37 @@ DEFAULTS: dict = {
         "input_base_url": "https://data.commoncrawl.org/",  # for wat.paths.gz / warc.paths.gz manifests
         "input_storage_options": {},  # fsspec options for s3:// inputs, e.g. {anon = true} for s3://commoncrawl
     },
+    "download": {
+        "shard_rows": 10_000,  # pairs_unique rows per unit (one output file)
+        "threads": 32,  # concurrent fetches per task
+        "max_per_host": 4,  # connections to one host at once, per task
+        "min_interval_s": 0.0,  # between request starts to one host, per task
+        "retries": 2,  # per URL after the first try (timeouts, resets, 429/5xx)
+        "backoff_base_s": 1.0,
+        "max_retry_after_s": 60.0,  # a longer Retry-After gives up on the URL (rate_limited)
+        "user_agent": "laion5b-spark/0.1 (image-text dataset research; +https://github.com/laion5b-spark)",
+        "user_agent_token": "laion5b-spark",  # the name X-Robots-Tag lines address
+        "respect_robots_tags": True,
+        "allow": [],  # networks / address:port admitted despite being private, e.g. ["10.0.0.0/8"]
+        "max_bytes": 20 * 2**20,
+        "connect_timeout_s": 5.0,
+        "read_timeout_s": 10.0,
+        "deadline_s": 30.0,  # per image, redirects included
+        "max_redirects": 5,
+        "image_size": 256,
+        "resize_mode": "border",  # no, keep_ratio, keep_ratio_largest, center_crop, border (img2dataset's)
+        "resize_only_if_bigger": False,
+        "encode_format": "jpg",
+        "encode_quality": 95,
+        "skip_reencode": False,
+        "min_bytes": 0,  # LAION: 5120
+        "min_image_size": 0,
+        "max_pixels": 89_478_485,
+        "max_aspect_ratio": 0.0,  # 0: no limit
+        "formats": ["jpeg", "png", "webp", "gif"],
+        "reduced_decode": True,
+        "denylist": [],  # image (and URL) hash lists, as dedup's --denylist
+    },
     "dedup": {
         # "url_text": one row per (normalized URL, text) - LAION-400M; "url": one row per normalized URL - LAION-5B
         "key": "url_text",

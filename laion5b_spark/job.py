@@ -122,6 +122,7 @@ class Job:
 
 class UnitJob(Job):
     dry_run_help = "list the units that would run, then stop"
+    row_group_size = 128 * 1024  # rows per parquet row group of a unit's file (image tables want fewer)
 
     # -- what a job overrides --------------------------------------------------------------------------
     def list_units(self, args: argparse.Namespace, cfg: dict, lake: Lake) -> list[Unit]:
@@ -327,7 +328,7 @@ def _run_unit(job: UnitJob, unit: Unit, cfg: dict, lake_ref: LakeRef, run_id: st
         path, size = None, 0
         if rows:
             path = table.data_file(unit.id, run_id, attempt)
-            size = table.write_parquet(path, result.rows)
+            size = table.write_parquet(path, result.rows, job.row_group_size)
         receipt.update(status="done", path=path, rows=rows, bytes=size)
     table.write_receipt(run_id, unit.id, attempt, receipt)
 

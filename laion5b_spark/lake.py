@@ -202,6 +202,26 @@ class Table:
     def meta(self) -> dict:
         return dict(self.manifest().get("meta", {}))
 
+    def read_rows(self, rel: str, start: int, stop: int, columns: list[str] | None = None) -> pa.Table:
+        """Rows [start, stop) of one data file, reading only the row groups that hold them."""
+        f = self.lake.fs.open(self.path(rel), "rb") if not self.lake.is_local else None
+        try:
+            pf = pq.ParquetFile(f if f is not None else self.path(rel))
+            groups, first, at = [], None, 0
+            for g in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(g).num_rows
+                if at < stop and at + n > start:
+                    groups.append(g)
+                    first = at if first is None else first
+                at += n
+            if not groups:
+                return pf.schema_arrow.empty_table() if columns is None else pf.schema_arrow.empty_table().select(columns)
+            t = pf.read_row_groups(groups, columns=columns)
+            return t.slice(start - first, stop - start)
+        finally:
+            if f is not None:
+                f.close()
+
     def read_file(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         """One data file of this table (path relative to the table, as the manifest lists it)."""
         if self.lake.is_local:

@@ -62,9 +62,10 @@ def generate_rows(rows: int, seed: int, unique_share: float = 0.7, heavy_share: 
     }, schema=PAIRS)
 
 
-def write_pairs(lake: Lake, tables: dict[str, pa.Table], run_id: str = "generated") -> list[dict]:
+def write_pairs(lake: Lake, tables: dict[str, pa.Table], run_id: str = "generated", table: str = "pairs",
+                ) -> list[dict]:
     """Commit ``{unit key: rows}`` to the lake's pairs table as extract would (one file per unit)."""
-    t = lake.table("pairs")
+    t = lake.table(table)
     entries = []
     for key, rows in tables.items():
         unit = Unit(key, key).id

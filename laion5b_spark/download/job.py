@@ -1,0 +1,117 @@
+"""The download job: ``pairs_unique`` -> ``images``, one unit per shard of ``download.shard_rows`` rows.
+
+Shards are cut from pairs_unique's committed files (file, first row, last row): deterministic, so a rerun skips
+committed shards. Each task downloads its shard with threads (shard.py) and writes one parquet file; the driver
+commits while the job runs (UnitJob), so there is no end-of-batch barrier and no straggler holds others back.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pyarrow.compute as pc
+
+from ..accounting import ErrorSamples
+from ..config import ConfigError
+from ..dedup.lists import list_paths, load_denylists
+from ..job import Unit, UnitJob, UnitResult
+from ..lake import Lake, LakeError
+from .image import ImageProcessor, ImageSettings
+from .safe_fetch import Fetcher, FetchPolicy, _Allow
+from .shard import ShardSettings, download_rows
+
+_COLUMNS = ["uid", "url", "text", "language"]
+_local = threading.local()  # per Python worker: keep-alive pools, DNS cache, lists
+
+
+class DownloadJob(UnitJob):
+    name = "download"
+    input_table = "pairs_unique"
+    output_table = "images"
+    row_group_size = 1000  # ~15 MB of images per row group
+    description = (
+        "pairs_unique -> images: polite, safe image download into parquet shards (one row per pair, failures too).\n\n"
+        "One Spark task per shard of download.shard_rows rows; committed shards are skipped on rerun."
+    )
+    epilog = """examples:
+  spark-submit --properties-file conf/spark/local.conf jobs/download.py --lake ./lake
+  spark-submit jobs/download.py --lake s3://bucket/lake --denylist lists/image-sha256.txt \\
+      --set download.image_size=384 --set download.resize_mode=center_crop
+
+safety: only public addresses are fetched (private, loopback, link-local and metadata addresses are refused,
+also after redirects); download.allow admits networks, e.g. --set 'download.allow=["10.0.0.0/8"]'.
+"""
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--denylist", nargs="+", default=[], metavar="PATH",
+                            help="image sha256/md5 (and URL) lists, the formats dedup reads (adds to download.denylist)")
+
+    def list_units(self, args, cfg, lake: Lake) -> list[Unit]:
+        dcfg = cfg["download"]
+        deny = load_denylists(list_paths(dcfg["denylist"], args.denylist))  # checked before any work
+        dcfg["denylist"] = deny.files  # the tasks load them again, once per worker
+        _settings(cfg)  # settings errors stop the job here, not in a task
+        source = lake.table(self.input_table)
+        entries = source.entries()
+        if not entries:
+            raise LakeError(f"{source.root} has no committed rows: run jobs/dedup.py on this lake first")
+        n = int(dcfg["shard_rows"])
+        if n < 1:
+            raise ConfigError("download.shard_rows must be at least 1")
+        units = []
+        for e in entries:
+            for start in range(0, e["rows"], n):
+                stop = min(start + n, e["rows"])
+                units.append(Unit(key=f"{e['path']}:{start}-{stop}", source=e["path"],
+                                  meta=(("lake", lake.url), ("start", start), ("stop", stop))))
+        return units
+
+    def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
+        fetcher, processor, shard, deny = _worker_state(cfg)
+        lake = Lake(unit.get("lake"), cfg["lake"]["storage_options"])
+        rows = lake.table(self.input_table).read_rows(unit.source, unit.get("start"), unit.get("stop"), _COLUMNS)
+        out, ledger = download_rows(rows, fetcher, processor, shard, errors, unit.id[:10], deny)
+        stored = pc.binary_length(out.column("jpg"))
+        info = {"images": out.num_rows - stored.null_count, "image_bytes": pc.sum(stored).as_py() or 0}
+        return UnitResult(out, {"images": ledger}, errors, info)
+
+    def describe_info(self, info: dict) -> list[str]:
+        if not info.get("images"):
+            return []
+        return [f"{info['images']:,} images stored, {info['image_bytes'] / 1e6:,.1f} MB"]
+
+
+def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
+    d = cfg["download"]
+    try:
+        policy = FetchPolicy(user_agent=d["user_agent"], allow=tuple(d["allow"]), max_bytes=int(d["max_bytes"]),
+                             connect_timeout_s=d["connect_timeout_s"], read_timeout_s=d["read_timeout_s"],
+                             deadline_s=d["deadline_s"], max_redirects=int(d["max_redirects"]))
+        _Allow(policy.allow)  # a bad network string fails here, with its message
+        image = ImageSettings(image_size=int(d["image_size"]), resize_mode=d["resize_mode"],
+                              resize_only_if_bigger=d["resize_only_if_bigger"], encode_format=d["encode_format"],
+                              encode_quality=int(d["encode_quality"]), skip_reencode=d["skip_reencode"],
+                              min_bytes=int(d["min_bytes"]), min_image_size=int(d["min_image_size"]),
+                              max_pixels=int(d["max_pixels"]),
+                              max_aspect_ratio=float(d["max_aspect_ratio"]) or float("inf"),
+                              formats=tuple(d["formats"]), reduced_decode=d["reduced_decode"])
+        ImageProcessor(image)
+    except ValueError as exc:
+        raise ConfigError(f"download settings: {exc}") from exc
+    shard = ShardSettings(threads=int(d["threads"]), max_per_host=int(d["max_per_host"]),
+                          min_interval_s=d["min_interval_s"], retries=int(d["retries"]),
+                          backoff_base_s=d["backoff_base_s"], max_retry_after_s=d["max_retry_after_s"],
+                          user_agent_token=d["user_agent_token"], respect_robots_tags=d["respect_robots_tags"])
+    return policy, image, shard
+
+
+def _worker_state(cfg: dict):
+    key = repr(cfg["download"])
+    state = getattr(_local, "state", None)
+    if state is None or state[0] != key:
+        policy, image, shard = _settings(cfg)
+        deny = load_denylists(cfg["download"]["denylist"]) if cfg["download"]["denylist"] else None
+        fetcher = Fetcher(policy, per_host_connections=shard.max_per_host)
+        state = (key, (fetcher, ImageProcessor(image), shard, deny))
+        _local.state = state
+    return state[1]

@@ -1,0 +1,82 @@
+"""The download job on Spark: pairs_unique shards against a local image server, resume, bad settings."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from fault_server import FaultServer
+from PIL import Image
+
+from laion5b_spark import schemas
+from laion5b_spark.download.job import DownloadJob
+from laion5b_spark.keys import pair_uid
+from laion5b_spark.lake import Lake
+from laion5b_spark.sample.pairs import generate_rows, write_pairs
+
+pytestmark = pytest.mark.spark
+
+
+def jpeg(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (320 + seed, 240), (seed * 7 % 255, 90, 200)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def served_lake(tmp_path):
+    with FaultServer() as srv:
+        urls, expected = [], []
+        for i in range(20):
+            urls.append(srv.route(f"/img/{i}.jpg", body=jpeg(i)))
+            expected.append(None)
+        for i in range(5):
+            urls.append(srv.url(f"/gone/{i}.jpg"))
+            expected.append("http_404")
+        for i in range(3):
+            urls.append(srv.route(f"/noai/{i}.jpg", body=jpeg(i), headers={"X-Robots-Tag": "noai"}))
+            expected.append("robots_denied")
+        for i in range(2):
+            urls.append(srv.route(f"/hop/{i}.jpg", status=302, headers={"Location": f"http://10.0.0.{i + 1}/x.jpg"}))
+            expected.append("blocked_private_ip")
+        rows = generate_rows(len(urls), 1, source_file="crawl-data/x/f.wat.gz")
+        texts = rows.column("text").to_pylist()
+        rows = rows.set_column(1, "url", pa.array(urls)).set_column(
+            0, "uid", pa.array([pair_uid(u, t) for u, t in zip(urls, texts)], pa.int64()))
+        lake = tmp_path / "lake"
+        write_pairs(Lake(str(lake)), {"batch": rows}, table="pairs_unique")
+        yield srv, lake, dict(zip(urls, expected))
+
+
+def download(lake, port, *extra) -> int:
+    return DownloadJob().main(["--lake", str(lake), "--set", f'download.allow=["127.0.0.1:{port}"]',
+                               "--set", "download.shard_rows=8", "--set", "download.threads=4",
+                               "--set", "download.backoff_base_s=0.05", "--set", "run.commit_interval_s=0.5", *extra])
+
+
+def test_download_job_accounts_for_every_row_and_resumes(spark, served_lake):
+    srv, lake, expected = served_lake
+    assert download(lake, srv.port) == 0
+    t = Lake(str(lake)).table("images")
+    out = t.read_arrow()
+    schemas.check("images", out)
+    assert out.num_rows == len(expected) and len(t.entries()) == 4  # 30 rows in shards of 8
+    assert dict(zip(out.column("url").to_pylist(), out.column("reason").to_pylist())) == expected
+    ok = out.filter(pc.equal(out.column("status"), "success"))
+    assert ok.num_rows == 20 and set(ok.column("width").to_pylist()) == {256}
+    assert set(ok.column("original_height").to_pylist()) == {240}
+    rec = Lake(str(lake)).runs("download")[-1]
+    c = rec["counts"]["images"]
+    assert c["rows_in"] == 30 and c["rows_out"] == 20
+    assert c["dropped"] == {"robots_denied": 3} and c["failed"] == {"http_404": 5, "blocked_private_ip": 2}
+    hits = sum(srv.hits.values())
+    assert download(lake, srv.port) == 0  # every shard committed: nothing runs, nothing is fetched again
+    assert sum(srv.hits.values()) == hits and Lake(str(lake)).table("images").num_rows() == 30
+
+
+def test_bad_download_settings_stop_before_any_work(spark, served_lake, capsys):
+    srv, lake, _ = served_lake
+    assert DownloadJob().main(["--lake", str(lake), "--set", 'download.allow=["not-a-network"]']) == 2
+    assert "download settings" in capsys.readouterr().err
+    assert DownloadJob().main(["--lake", str(lake), "--set", "download.resize_mode=stretch"]) == 2
+    assert sum(srv.hits.values()) == 0
