@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup demo test test-all bench-extract bench-dedup clean
+.PHONY: setup demo test test-all bench-extract bench-dedup bench-download clean
 
 $(STAMP): pyproject.toml
 	@PYTHON=$(PYTHON) deploy/check_env.sh
@@ -39,6 +39,10 @@ bench-extract: setup
 bench-dedup: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/dedup/run.py --json bench/dedup/last.json
+
+bench-download: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/download/run.py --json bench/download/last.json
 
 clean:
 	rm -rf demo-lake build .pytest_cache

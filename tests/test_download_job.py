@@ -80,3 +80,53 @@ def test_bad_download_settings_stop_before_any_work(spark, served_lake, capsys):
     assert "download settings" in capsys.readouterr().err
     assert DownloadJob().main(["--lake", str(lake), "--set", "download.resize_mode=stretch"]) == 2
     assert sum(srv.hits.values()) == 0
+
+
+def test_download_to_an_s3_lake(spark, moto_s3, tmp_path):
+    with FaultServer() as srv:
+        urls = [srv.route(f"/s3/{i}.jpg", body=jpeg(i)) for i in range(6)] + [srv.url("/s3/missing.jpg")]
+        rows = generate_rows(len(urls), 2, source_file="crawl-data/x/s3.wat.gz")
+        rows = rows.set_column(1, "url", pa.array(urls))
+        url = "s3://l5s-test/download-lake"
+        write_pairs(Lake(url, moto_s3), {"s3": rows}, table="pairs_unique")
+        opts = ",".join(f'{k} = "{v}"' for k, v in moto_s3.items())
+        assert download(url, srv.port, "--set", f"lake.storage_options={{{opts}}}") == 0
+        out = Lake(url, moto_s3).table("images").read_arrow(columns=["status", "reason"])
+        assert out.num_rows == 7 and out.column("status").to_pylist().count("success") == 6
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_run_then_rerun_gives_every_shard_once(tmp_path):
+    """kill -9 of the driver after the first shard commits; the rerun fetches only the rest."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import wait_for_first_commit
+
+    root = Path(__file__).resolve().parent.parent
+    with FaultServer() as srv:
+        urls = [srv.route(f"/k/{i}.jpg", body=jpeg(i % 50), delay_s=0.05) for i in range(160)]
+        rows = generate_rows(len(urls), 3, source_file="crawl-data/x/k.wat.gz").set_column(1, "url", pa.array(urls))
+        lake = tmp_path / "lake"
+        write_pairs(Lake(str(lake)), {"k": rows}, table="pairs_unique")
+        cmd = [sys.executable, str(root / "jobs" / "download.py"), "--lake", str(lake), "--set",
+               f'download.allow=["127.0.0.1:{srv.port}"]', "--set", "download.shard_rows=10", "--set",
+               "download.threads=2", "--set", "run.commit_interval_s=0.3"]
+        env = dict(os.environ, L5S_SPARK_LOG_LEVEL="ERROR")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        committed = wait_for_first_commit(lake, proc, table="images")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert 1 <= committed < 16, committed
+        first_hits = sum(srv.hits.values())
+        assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+        t = Lake(str(lake)).table("images")
+        out = t.read_arrow(columns=["url", "status"])
+        assert sorted(out.column("url").to_pylist()) == sorted(urls)  # every row once
+        assert set(out.column("status").to_pylist()) == {"success"}
+        assert len({e["unit"] for e in t.manifest()["files"]}) == 16
+        assert sum(srv.hits.values()) - first_hits <= 160 - 10 * committed  # committed shards not fetched again

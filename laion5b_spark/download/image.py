@@ -83,6 +83,15 @@ class ImageProcessor:
                 "webp": cv2.IMWRITE_WEBP_QUALITY}[s.encode_format]
         self.encode_params = [int(flag), s.encode_quality]
         self.out_format = {"jpg": "jpeg"}.get(s.encode_format, s.encode_format)
+        # built once: albumentations validates its arguments on every construction
+        size = s.image_size
+        self.smallest = {d: A.SmallestMaxSize(max_size=size, interpolation=i, p=1.0)
+                         for d, i in ((True, self.down), (False, self.up))}
+        self.longest = {d: A.LongestMaxSize(max_size=size, interpolation=i, p=1.0)
+                        for d, i in ((True, self.down), (False, self.up))}
+        self.crop = A.CenterCrop(height=size, width=size)
+        self.pad = A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT,
+                                 value=[255, 255, 255], p=1.0)
 
     def __call__(self, data: bytes) -> Processed:
         s = self.s
@@ -157,19 +166,16 @@ class ImageProcessor:
             downscale = min(ow, oh) > size
             if s.resize_only_if_bigger and not downscale:
                 return img, False
-            img = A.SmallestMaxSize(max_size=size, interpolation=self.down if downscale else self.up, p=1.0)(
-                image=img)["image"]
+            img = self.smallest[downscale](image=img)["image"]
             if self.mode == ResizeMode.center_crop:
-                img = A.CenterCrop(height=size, width=size)(image=img)["image"]
+                img = self.crop(image=img)["image"]
             return img, True
         if self.mode in (ResizeMode.border, ResizeMode.keep_ratio_largest):
             downscale = max(ow, oh) > size
             if s.resize_only_if_bigger and not downscale:
                 return img, False
-            img = A.LongestMaxSize(max_size=size, interpolation=self.down if downscale else self.up, p=1.0)(
-                image=img)["image"]
+            img = self.longest[downscale](image=img)["image"]
             if self.mode == ResizeMode.border:
-                img = A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT,
-                                    value=[255, 255, 255], p=1.0)(image=img)["image"]
+                img = self.pad(image=img)["image"]
             return img, True
         return img, False

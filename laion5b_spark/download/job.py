@@ -98,7 +98,8 @@ def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
         ImageProcessor(image)
     except ValueError as exc:
         raise ConfigError(f"download settings: {exc}") from exc
-    shard = ShardSettings(threads=int(d["threads"]), max_per_host=int(d["max_per_host"]),
+    shard = ShardSettings(threads=int(d["threads"]), decode_slots=int(d["decode_slots"]),
+                          max_per_host=int(d["max_per_host"]),
                           min_interval_s=d["min_interval_s"], retries=int(d["retries"]),
                           backoff_base_s=d["backoff_base_s"], max_retry_after_s=d["max_retry_after_s"],
                           user_agent_token=d["user_agent_token"], respect_robots_tags=d["respect_robots_tags"])

@@ -8,6 +8,7 @@ be fetched is a row with its reason, never an exception. Plain Python: no Spark 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class ShardSettings:
     max_retry_after_s: float = 60.0  # a host asking for a longer break is given up on (rate_limited)
     user_agent_token: str = "laion5b-spark"
     respect_robots_tags: bool = True
+    decode_slots: int = 2  # threads decoding at once: the rest keep fetching instead of fighting for the GIL
 
 
 def download_rows(rows: pa.Table, fetcher: Fetcher, processor: ImageProcessor, settings: ShardSettings,
@@ -44,9 +46,10 @@ def download_rows(rows: pa.Table, fetcher: Fetcher, processor: ImageProcessor, s
     """``rows`` needs uid, url, text, language. Returns the images rows (same order) and the ledger."""
     gate = HostGate(settings.max_per_host, settings.min_interval_s)
     urls = rows.column("url").to_pylist()
+    slots = threading.BoundedSemaphore(max(1, settings.decode_slots))
 
     def one(url: str) -> dict:
-        return _fetch_one(url, fetcher, processor, settings, gate, deny)
+        return _fetch_one(url, fetcher, processor, settings, gate, deny, slots)
 
     with ThreadPoolExecutor(max(1, settings.threads), thread_name_prefix="fetch") as pool:
         results = list(pool.map(one, urls))
@@ -72,7 +75,7 @@ def download_rows(rows: pa.Table, fetcher: Fetcher, processor: ImageProcessor, s
 
 
 def _fetch_one(url: str, fetcher: Fetcher, processor: ImageProcessor, s: ShardSettings, gate: HostGate,
-               deny: DenyList | None) -> dict:
+               deny: DenyList | None, slots: threading.BoundedSemaphore) -> dict:
     host = host_of(url) or "?"
     last: dict = {}
     for attempt in range(s.retries + 1):
@@ -101,7 +104,8 @@ def _fetch_one(url: str, fetcher: Fetcher, processor: ImageProcessor, s: ShardSe
             return _failed("http_error", f"HTTP {got.status}", got.status)
         if s.respect_robots_tags and robots_denied(got.robots_tags, s.user_agent_token):
             return _failed("robots_denied", f"X-Robots-Tag: {'; '.join(got.robots_tags)}", 200)
-        img = processor(got.body)
+        with slots:
+            img = processor(got.body)
         if deny is not None and (img.sha256 in deny.image_sha256
                                  or (deny.image_md5 and hashlib.md5(got.body).hexdigest() in deny.image_md5)):
             return _failed("denylisted", "image hash on a denylist", 200)
