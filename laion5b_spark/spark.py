@@ -44,6 +44,14 @@ def profile_path(profile: str) -> Path:
     return p
 
 
+def derive_profile(profile: str, out_path: str | Path, overrides: dict[str, str]) -> str:
+    """Write a copy of a profile with some properties changed (benchmarks, tests); returns its path."""
+    props = read_properties(profile_path(profile))
+    props.update(overrides)
+    Path(out_path).write_text("".join(f"{k} {v}\n" for k, v in props.items()))
+    return str(out_path)
+
+
 def check_java(min_version: int = 17) -> str:
     java = os.path.join(os.environ["JAVA_HOME"], "bin", "java") if os.environ.get("JAVA_HOME") else shutil.which("java")
     if not java or not os.path.exists(java):

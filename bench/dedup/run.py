@@ -100,15 +100,10 @@ def run_ours(src_lake: str, work: str, cores: int) -> tuple[float, int]:
 
 
 def _profile(work: str, cores: int) -> str:
-    """conf/spark/local.conf with local[cores]: the same Spark settings for ours and the plain Spark peer."""
-    from laion5b_spark.spark import read_properties
+    """conf/spark/local.conf with local[cores]: the same Spark settings for every Spark tool in the run."""
+    from laion5b_spark.spark import derive_profile
 
-    props = read_properties(os.path.join(ROOT, "conf", "spark", "local.conf"))
-    props["spark.master"] = f"local[{cores}]"
-    path = os.path.join(work, "bench.conf")
-    with open(path, "w") as f:
-        f.write("".join(f"{k} {v}\n" for k, v in props.items()))
-    return path
+    return derive_profile("local", os.path.join(work, "bench.conf"), {"spark.master": f"local[{cores}]"})
 
 
 _SPARK_PEER = """

@@ -17,7 +17,6 @@ and prints img/s per core and the ratio, and checks both stored the same number 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
@@ -111,14 +110,10 @@ def _env() -> dict:
 
 
 def _profile(work: str, cores: int) -> str:
-    from laion5b_spark.spark import read_properties
+    """conf/spark/local.conf with local[cores]: the same Spark settings for every Spark tool in the run."""
+    from laion5b_spark.spark import derive_profile
 
-    props = read_properties(os.path.join(ROOT, "conf", "spark", "local.conf"))
-    props["spark.master"] = f"local[{cores}]"
-    path = os.path.join(work, "bench.conf")
-    with open(path, "w") as f:
-        f.write("".join(f"{k} {v}\n" for k, v in props.items()))
-    return path
+    return derive_profile("local", os.path.join(work, "bench.conf"), {"spark.master": f"local[{cores}]"})
 
 
 def run_ours(urls: list[str], port: int, work: str, cores: int, per_host: int) -> tuple[float, int]:

@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -187,18 +188,10 @@ class Fetcher:
             if remaining <= 0:
                 raise FetchError("timeout", f"total deadline of {p.deadline_s}s passed")
             timeout = urllib3.Timeout(connect=min(p.connect_timeout_s, remaining), read=min(p.read_timeout_s, remaining))
-            try:
+            with _as_fetch_errors():
                 resp = self._pool(scheme, ip, port, host).urlopen(
                     "GET", path, headers=send, redirect=False, retries=False, preload_content=False,
                     timeout=timeout, assert_same_host=False)
-            except urllib3.exceptions.ConnectTimeoutError as exc:
-                raise FetchError("timeout", f"connect: {exc}") from exc
-            except urllib3.exceptions.ReadTimeoutError as exc:
-                raise FetchError("timeout", f"read: {exc}") from exc
-            except urllib3.exceptions.SSLError as exc:
-                raise FetchError("tls_error", str(exc)) from exc
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                raise FetchError("connect_error", str(exc)) from exc
             head = {k.lower(): ", ".join(resp.headers.getlist(k)) for k in resp.headers}
             if resp.status in _REDIRECTS and head.get("location"):
                 resp.drain_conn()
@@ -222,26 +215,39 @@ class Fetcher:
             raise FetchError("too_large", f"Content-Length {declared} > {cap} bytes")
         chunks, size, ok = [], 0, False
         try:
-            while chunk := resp.read1(65536):  # whatever one recv gives: the deadline is checked between them
-                size += len(chunk)
-                if size > cap:
-                    raise FetchError("too_large", f"body passed {cap} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchError("timeout", f"total deadline of {self.policy.deadline_s}s passed while reading")
-                chunks.append(chunk)
+            with _as_fetch_errors():
+                while chunk := resp.read1(65536):  # whatever one recv gives: the deadline is checked between them
+                    size += len(chunk)
+                    if size > cap:
+                        raise FetchError("too_large", f"body passed {cap} bytes")
+                    if time.monotonic() > deadline:
+                        raise FetchError("timeout", f"total deadline of {self.policy.deadline_s}s passed while reading")
+                    chunks.append(chunk)
             ok = True
-        except urllib3.exceptions.ReadTimeoutError as exc:
-            raise FetchError("timeout", f"read: {exc}") from exc
-        except urllib3.exceptions.ProtocolError as exc:
-            raise FetchError("truncated_body", str(exc)) from exc
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            raise FetchError("connect_error", str(exc)) from exc
         finally:
             if ok:
                 resp.release_conn()  # read to the end: the connection is reused (keep-alive)
             else:
                 _discard(resp)
         return b"".join(chunks)
+
+
+@contextmanager
+def _as_fetch_errors():
+    """urllib3's and the socket's exceptions -> FetchError with the accounting reason."""
+    try:
+        yield
+    except urllib3.exceptions.ConnectTimeoutError as exc:
+        raise FetchError("timeout", f"connect: {exc}") from exc
+    except urllib3.exceptions.ReadTimeoutError as exc:
+        raise FetchError("timeout", f"read: {exc}") from exc
+    except urllib3.exceptions.SSLError as exc:
+        raise FetchError("tls_error", str(exc)) from exc
+    except urllib3.exceptions.ProtocolError as exc:  # closed before the announced length
+        raise FetchError("truncated_body" if "IncompleteRead" in str(exc) or "ended prematurely" in str(exc)
+                         else "connect_error", str(exc)) from exc
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
+        raise FetchError("connect_error", str(exc)) from exc
 
 
 def _discard(resp) -> None:
