@@ -44,7 +44,8 @@ also after redirects); download.allow admits networks, e.g. --set 'download.allo
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--denylist", nargs="+", default=[], metavar="PATH",
-                            help="image sha256/md5 (and URL) lists, the formats dedup reads (adds to download.denylist)")
+                            help="image sha256/md5 lists, in the formats dedup reads (adds to download.denylist); their URL "
+                                 "entries are applied by dedup")
 
     def list_units(self, args, cfg, lake: Lake) -> list[Unit]:
         dcfg = cfg["download"]
