@@ -38,7 +38,7 @@ class ShardSettings:
     max_retry_after_s: float = 60.0  # a host asking for a longer break is given up on (rate_limited)
     user_agent_token: str = "laion5b-spark"
     respect_robots_tags: bool = True
-    decode_slots: int = 2  # threads decoding at once: the rest keep fetching instead of fighting for the GIL
+    decode_slots: int = 4  # threads decoding at once: the rest keep fetching instead of fighting for the GIL
 
 
 def download_rows(rows: pa.Table, fetcher: Fetcher, processor: ImageProcessor, settings: ShardSettings,
