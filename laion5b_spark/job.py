@@ -279,6 +279,16 @@ class _RunState:
                 f"{mb:.1f} MB/s | {len(self.failed)} failed | ETA {eta_s}")
 
 
+def language_line(what: str, languages: dict[str, int], top: int = 12) -> list[str]:
+    """The summary line "<what> by language (N languages): en 47.7%, ru 13.4%, ..." (nothing when empty)."""
+    if not languages:
+        return []
+    total = sum(languages.values()) or 1
+    ranked = sorted(languages.items(), key=lambda kv: -kv[1])
+    shares = ", ".join(f"{lang} {100 * n / total:.1f}%" for lang, n in ranked[:top])
+    return [f"{what} by language ({len(ranked)} languages): {shares}"]
+
+
 def _duration(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     h, m = divmod(m, 60)

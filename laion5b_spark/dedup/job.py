@@ -15,7 +15,7 @@ import numpy as np
 
 from ..accounting import Ledger, ledgers_to_dict
 from ..config import ConfigError, load_config
-from ..job import Job, Log, SparkProgress
+from ..job import Job, Log, SparkProgress, language_line
 from ..lake import Lake, LakeError, new_run_id, utcnow
 from ..spark import get_session
 from .lists import describe_lists, list_paths, load_denylists, load_opt_out
@@ -77,7 +77,8 @@ any work, naming the file and line.
         if fixed and fixed != dcfg["key"]:
             raise ConfigError(f"{table.root} was built with dedup.key = {fixed!r}; a run with {dcfg['key']!r} would "
                               "mix two kinds of uniqueness. Use that key, or a new lake/table.")
-        plan = make_plan(source_entries, table.consumed(self.input_table), table.entries(), cfg)
+        consumed, existing = table.consumed(self.input_table), table.entries()
+        plan = make_plan(source_entries, consumed, existing, cfg)
         log(f"{len(plan.inputs)} new {self.input_table} files ({plan.rows:,} rows) against "
             f"{plan.existing_rows:,} rows already in {self.output_table}; key {plan.mode}; "
             f"lists: {describe_lists(deny, opt_out)}")
@@ -106,7 +107,7 @@ any work, naming the file and line.
         record["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
         cores = spark.sparkContext.defaultParallelism
         if len(plan.tasks) < 2 * cores:  # small batch: smaller tasks so that every core works
-            plan = make_plan(source_entries, table.consumed(self.input_table), table.entries(), cfg, 2 * cores)
+            plan = make_plan(source_entries, consumed, existing, cfg, 2 * cores)
         record["inputs"]["tasks"] = len(plan.tasks)
         try:
             with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"])) as progress:
@@ -134,12 +135,7 @@ any work, naming the file and line.
         return 0
 
     def describe_info(self, info: dict) -> list[str]:
-        lines = []
-        langs = info.get("languages", {})
-        if langs:
-            n = sum(langs.values()) or 1
-            top = ", ".join(f"{k} {100 * v / n:.1f}%" for k, v in sorted(langs.items(), key=lambda kv: -kv[1])[:12])
-            lines.append(f"new rows by language ({len(langs)} languages): {top}")
+        lines = language_line("new rows", info.get("languages", {}))
         doms = info.get("dup_domains", {})
         if doms:
             top = list(doms.items())[:10]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..accounting import ErrorSamples
-from ..job import Unit, UnitJob, UnitResult
+from ..job import Unit, UnitJob, UnitResult, language_line
 from .inputs import list_units
 from .unit import extract_unit
 
@@ -41,12 +41,7 @@ LAKE/pairs/_errors/.
         return extract_unit(unit, cfg, errors)
 
     def describe_info(self, info: dict) -> list[str]:
-        langs = sorted(info.get("languages", {}).items(), key=lambda kv: -kv[1])
-        total = sum(n for _, n in langs) or 1
-        lines = []
-        if langs:
-            top = ", ".join(f"{lang} {100 * n / total:.1f}%" for lang, n in langs[:12])
-            lines.append(f"pairs by language ({len(langs)} languages): {top}")
+        lines = language_line("pairs", info.get("languages", {}))
         if info.get("bytes"):
             mb = info["bytes"] / 1e6
             lines.append(f"read {mb:,.1f} MB in {info.get('seconds', 0):,.1f} task-seconds "
