@@ -66,6 +66,9 @@ DEFAULTS: dict = {
         "formats": ["jpeg", "png", "webp", "gif"],
         "reduced_decode": True,
         "denylist": [],  # image (and URL) hash lists, as dedup's --denylist
+        # failures --retry-failed fetches again (the others - 404, not an image, robots - would fail the same way)
+        "retry_reasons": ["dns_error", "connect_error", "tls_error", "timeout", "truncated_body", "http_error",
+                          "rate_limited"],
     },
     "dedup": {
         # "url_text": one row per (normalized URL, text) - LAION-400M; "url": one row per normalized URL - LAION-5B

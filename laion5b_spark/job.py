@@ -38,6 +38,7 @@ class Unit:
     source: str  # where to read it from
     size: int | None = None
     meta: tuple = ()  # (name, value) pairs a job wants to carry (e.g. crawl id)
+    # ("replaces", (unit id, key, path)) in meta: this unit rewrites a committed unit's file (Table.commit)
 
     @property
     def id(self) -> str:
@@ -257,11 +258,15 @@ class _RunState:
             if r["status"] == "done":
                 self.failed.pop(unit, None)
                 self.done[unit] = r
-                entries.append({k: r[k] for k in ("unit", "key", "path", "rows", "bytes", "counts")})
+                entry = {k: r[k] for k in ("unit", "key", "path", "rows", "bytes", "counts")}
+                if r.get("replaces"):  # a rewrite of a committed unit's file: listed in its place
+                    entry["unit"], entry["key"], entry["replaces"] = r["replaces"]
+                entries.append(entry)
             else:
                 self.failed[unit] = r
         if entries:
             table.commit(entries, run_id, self.manifest)
+            table.remove_files(table.replaced_files)
         table.drop_receipts(paths)
 
     def progress(self) -> str:
@@ -329,7 +334,7 @@ def _run_unit(job: UnitJob, unit: Unit, cfg: dict, lake_ref: LakeRef, run_id: st
         errors.add("unit_error", f"{message}\n{traceback.format_exc()}", source=unit.source)
         result = UnitResult(None, {}, errors, failed_reason="unit_error", failed_message=message)
     receipt = {"unit": unit.id, "key": unit.key, "attempt": attempt, "seconds": round(time.time() - t0, 3),
-               "info": result.info, "counts": ledgers_to_dict(result.ledgers)}
+               "info": result.info, "counts": ledgers_to_dict(result.ledgers), "replaces": unit.get("replaces")}
     receipt["errors"] = table.write_errors(run_id, unit.id, errors.samples)
     if result.failed_reason:
         receipt.update(status="failed", reason=result.failed_reason, message=result.failed_message)

@@ -144,6 +144,7 @@ class Table:
         self.lake = lake
         self.name = name
         self.root = lake.path(name)
+        self.replaced_files: list[str] = []  # files the last commit unlisted (see commit)
 
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel)
@@ -164,21 +165,30 @@ class Table:
                consumed: dict[str, list[str]] | None = None, meta: dict | None = None) -> int:
         """Add entries (one per finished unit) to the manifest; a unit already listed is never listed twice.
 
-        Returns how many entries were added. Data files must already be in place. ``manifest``: the driver's
+        Returns how many entries were added or replaced. An entry with ``replaces`` (the listed path of its
+        unit) takes that entry's place, once: ``replaced_files`` then names the unlisted files, for
+        ``remove_files`` after this write. Data files must already be in place. ``manifest``: the driver's
         copy, kept across commits of one run (the driver is the only writer), updated in place - saves re-reading
         a manifest of 10^5 units at every commit. ``consumed``: input table -> files of it this commit used up
         (a derived table's lineage, so an incremental run knows what is new), written in the same manifest
         write as the entries. ``meta``: table-level settings fixed at the first commit (e.g. the dedup key).
         """
         m = manifest if manifest is not None else self.manifest()
-        have = {f["unit"] for f in m["files"]}
-        added = 0
+        listed = {f["unit"]: f for f in m["files"]}
+        added, replaced = 0, []
         for e in sorted(entries, key=lambda e: e["unit"]):
-            if e["unit"] in have:
-                continue
-            have.add(e["unit"])
-            m["files"].append(dict(e, run_id=run_id))
-            added += 1
+            old = listed.get(e["unit"])
+            if old is None:
+                listed[e["unit"]] = dict(e, run_id=run_id)
+                m["files"].append(listed[e["unit"]])
+                added += 1
+            elif e.get("replaces") is not None and old.get("path") == e["replaces"]:
+                # a unit's file rewritten (download --retry-failed): same unit, new file, the old one unlisted
+                fields = {k: v for k, v in e.items() if k not in ("unit", "replaces")}
+                old.update(fields, retried_by=old.get("retried_by", []) + [run_id])
+                replaced.append(e["replaces"])
+                added += 1
+        self.replaced_files = replaced
         new_inputs = 0
         for source, paths in (consumed or {}).items():
             done = m.setdefault("consumed", {}).setdefault(source, [])
@@ -194,6 +204,14 @@ class Table:
             m["updated"] = utcnow()
             self.lake.write_bytes(self.path(MANIFEST), orjson.dumps(m))
         return added
+
+    def remove_files(self, rels: list[str]) -> None:
+        """Delete data files no manifest lists any more (after a replacing commit); a missing one is fine."""
+        for rel in rels:
+            try:
+                self.lake.fs.rm(self.path(rel))
+            except FileNotFoundError:
+                pass
 
     def consumed(self, source: str) -> set[str]:
         """Files of table ``source`` already used up by commits to this table."""

@@ -1,6 +1,7 @@
 """The download job on Spark: pairs_unique shards against a local image server, resume, bad settings."""
 
 import io
+import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -72,6 +73,42 @@ def test_download_job_accounts_for_every_row_and_resumes(spark, served_lake):
     hits = sum(srv.hits.values())
     assert download(lake, srv.port) == 0  # every shard committed: nothing runs, nothing is fetched again
     assert sum(srv.hits.values()) == hits and Lake(str(lake)).table("images").num_rows() == 30
+
+
+def test_retry_failed_fetches_only_the_retryable_failures_again(spark, tmp_path):
+    with FaultServer() as srv:
+        flaky = [srv.route(f"/flaky/{i}.jpg", body=jpeg(i), fail_first=1, fail_status=500) for i in range(4)]
+        fine = [srv.route(f"/fine/{i}.jpg", body=jpeg(i)) for i in range(3)]
+        gone = [srv.url("/gone.jpg")]
+        urls = flaky + fine + gone
+        rows = generate_rows(len(urls), 3, source_file="crawl-data/x/r.wat.gz").set_column(1, "url", pa.array(urls))
+        lake = tmp_path / "lake"
+        write_pairs(Lake(str(lake)), {"r": rows}, table="pairs_unique")
+        assert download(lake, srv.port, "--set", "download.retries=0") == 0
+        t = Lake(str(lake)).table("images")
+        before = t.read_arrow()
+        entries = t.entries()
+        assert before.column("reason").to_pylist().count("http_error") == 4
+        hint = Lake(str(lake)).runs("download")[-1]["info"]["retryable"]
+        assert hint == 4
+
+        assert download(lake, srv.port, "--set", "download.retries=0", "--retry-failed") == 0
+        after = t.read_arrow()
+        assert after.num_rows == len(urls) and after.column("key") == before.column("key")
+        assert after.column("url").to_pylist() == urls
+        assert after.column("reason").to_pylist() == [None] * 7 + ["http_404"]
+        assert all(srv.hits[f"/flaky/{i}.jpg"] == 2 for i in range(4))
+        assert all(srv.hits[f"/fine/{i}.jpg"] == 1 for i in range(3)) and srv.hits["/gone.jpg"] == 1
+        # the same shards (unit ids), new files; the replaced files are gone
+        now = t.entries()
+        assert [e["unit"] for e in now] == [e["unit"] for e in entries]
+        assert {e["path"] for e in now}.isdisjoint(e["path"] for e in entries)
+        assert not any(os.path.exists(t.path(e["path"])) for e in entries)
+        c = sum(e["counts"]["images"]["rows_out"] for e in now)
+        assert c == 7 and Lake(str(lake)).runs("download")[-1]["info"]["recovered"] == 4
+        # nothing retryable is left: another --retry-failed run fetches nothing
+        hits = sum(srv.hits.values())
+        assert download(lake, srv.port, "--retry-failed") == 0 and sum(srv.hits.values()) == hits
 
 
 def test_bad_download_settings_stop_before_any_work(spark, served_lake, capsys):

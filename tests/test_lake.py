@@ -30,6 +30,26 @@ def test_commit_lists_each_unit_once_and_readers_see_only_listed_files(tmp_path)
     assert not [p for p in os.listdir(t.root) if ".tmp-" in p]
 
 
+def test_a_replacing_commit_swaps_the_units_file_once(tmp_path):
+    t = Lake(str(tmp_path / "lake")).table("things")
+    f1, f2, f3 = (t.data_file("u1", r, 0) for r in ("run1", "run2", "run3"))
+    for f, start in ((f1, 0), (f2, 10), (f3, 20)):
+        t.write_parquet(f, table(2, start))
+    t.commit([{"unit": "u1", "key": "k1", "path": f1, "rows": 2, "bytes": 1, "counts": {"a": 1}}], "run1")
+    assert t.commit([{"unit": "u1", "key": "k1", "path": f2, "rows": 2, "bytes": 1, "counts": {"a": 2},
+                      "replaces": f1}], "run2") == 1
+    assert t.replaced_files == [f1]
+    # a second replacement of the file already replaced (a duplicate attempt) changes nothing
+    assert t.commit([{"unit": "u1", "key": "k1", "path": f3, "rows": 2, "bytes": 1, "counts": {}, "replaces": f1}],
+                    "run3") == 0
+    assert t.replaced_files == []
+    t.remove_files([f1, f1])
+    (entry,) = t.manifest()["files"]
+    assert entry["path"] == f2 and entry["counts"] == {"a": 2} and entry["retried_by"] == ["run2"]
+    assert entry["run_id"] == "run1" and "replaces" not in entry
+    assert t.read_arrow().column("x").to_pylist() == [10, 11] and not os.path.exists(t.path(f1))
+
+
 def test_empty_table_reads_with_schema(tmp_path):
     t = Lake(str(tmp_path)).table("nothing")
     schema = pa.schema([("x", pa.int64())])

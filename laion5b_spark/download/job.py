@@ -11,14 +11,14 @@ import threading
 
 import pyarrow.compute as pc
 
-from ..accounting import ErrorSamples
+from ..accounting import REASONS, ErrorSamples
 from ..config import ConfigError
 from ..dedup.lists import list_paths, load_denylists
 from ..job import Unit, UnitJob, UnitResult
-from ..lake import Lake, LakeError
+from ..lake import Lake, LakeError, Table
 from .image import ImageProcessor, ImageSettings
 from .safe_fetch import Fetcher, FetchPolicy, _Allow
-from .shard import ShardSettings, download_rows
+from .shard import ShardSettings, download_rows, retry_failed
 
 _COLUMNS = ["uid", "url", "text", "language"]
 _local = threading.local()  # per Python worker: keep-alive pools, DNS cache, lists
@@ -46,6 +46,10 @@ also after redirects); download.allow admits networks, e.g. --set 'download.allo
         parser.add_argument("--denylist", nargs="+", default=[], metavar="PATH",
                             help="image sha256/md5 lists, in the formats dedup reads (adds to download.denylist); their URL "
                                  "entries are applied by dedup")
+        parser.add_argument("--retry-failed", action="store_true",
+                            help="also fetch again the rows of committed shards that failed for a reason in "
+                                 "download.retry_reasons (timeouts, resets, 5xx, 429, ...); each such shard's file is "
+                                 "rewritten with the same rows and keys")
 
     def list_units(self, args, cfg, lake: Lake) -> list[Unit]:
         dcfg = cfg["download"]
@@ -65,21 +69,49 @@ also after redirects); download.allow admits networks, e.g. --set 'download.allo
                 stop = min(start + n, e["rows"])
                 units.append(Unit(key=f"{e['path']}:{start}-{stop}", source=e["path"],
                                   meta=(("lake", lake.url), ("start", start), ("stop", stop))))
+        if args.retry_failed:
+            units += _retry_units(lake.table(self.output_table), lake, set(dcfg["retry_reasons"]))
         return units
 
     def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
         fetcher, processor, shard, deny = _worker_state(cfg)
         lake = Lake(unit.get("lake"), cfg["lake"]["storage_options"])
-        rows = lake.table(self.input_table).read_rows(unit.source, unit.get("start"), unit.get("stop"), _COLUMNS)
-        out, ledger = download_rows(rows, fetcher, processor, shard, errors, unit.id[:10], deny)
+        if unit.get("replaces"):
+            old = lake.table(self.output_table).read_file(unit.source)
+            out, ledger, info = retry_failed(old, frozenset(cfg["download"]["retry_reasons"]), fetcher, processor,
+                                             shard, errors, deny)
+        else:
+            rows = lake.table(self.input_table).read_rows(unit.source, unit.get("start"), unit.get("stop"), _COLUMNS)
+            out, ledger = download_rows(rows, fetcher, processor, shard, errors, unit.id[:10], deny)
+            info = {}
         stored = pc.binary_length(out.column("jpg"))
-        info = {"images": out.num_rows - stored.null_count, "image_bytes": pc.sum(stored).as_py() or 0}
+        retryable = sum(ledger.failed.get(r, 0) for r in cfg["download"]["retry_reasons"])
+        info.update(images=out.num_rows - stored.null_count, image_bytes=pc.sum(stored).as_py() or 0,
+                    retryable=retryable)
         return UnitResult(out, {"images": ledger}, errors, info)
 
     def describe_info(self, info: dict) -> list[str]:
-        if not info.get("images"):
-            return []
-        return [f"{info['images']:,} images stored, {info['image_bytes'] / 1e6:,.1f} MB"]
+        lines = []
+        if info.get("images"):
+            lines.append(f"{info['images']:,} images stored, {info['image_bytes'] / 1e6:,.1f} MB")
+        if info.get("retried"):
+            lines.append(f"--retry-failed: fetched {info['retried']:,} failed rows again, {info['recovered']:,} "
+                         "now stored (counts above are of the rewritten shards, whole)")
+        if info.get("retryable"):
+            lines.append(f"{info['retryable']:,} rows failed for reasons that may pass later (download.retry_reasons):"
+                         " rerun with --retry-failed to fetch just those")
+        return lines
+
+
+def _retry_units(images: Table, lake: Lake, reasons: set[str]) -> list[Unit]:
+    """One unit per committed images shard with failures worth another try; it rewrites that shard's file."""
+    units = []
+    for e in images.entries():
+        failed = (e.get("counts") or {}).get("images", {}).get("failed", {})
+        if any(failed.get(r) for r in reasons):
+            units.append(Unit(key=f"retry:{e['key']}", source=e["path"],
+                              meta=(("lake", lake.url), ("replaces", (e["unit"], e["key"], e["path"])))))
+    return units
 
 
 def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
@@ -99,6 +131,9 @@ def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
         ImageProcessor(image)
     except ValueError as exc:
         raise ConfigError(f"download settings: {exc}") from exc
+    unknown = sorted(set(d["retry_reasons"]) - set(REASONS))
+    if unknown:
+        raise ConfigError(f"download.retry_reasons: unknown reasons {unknown} (see laion5b_spark/accounting.py)")
     shard = ShardSettings(threads=int(d["threads"]), decode_slots=int(d["decode_slots"]),
                           max_per_host=int(d["max_per_host"]),
                           min_interval_s=d["min_interval_s"], retries=int(d["retries"]),

@@ -53,14 +53,9 @@ def download_rows(rows: pa.Table, fetcher: Fetcher, processor: ImageProcessor, s
 
     with ThreadPoolExecutor(max(1, settings.threads), thread_name_prefix="fetch") as pool:
         results = list(pool.map(one, urls))
-    ledger = Ledger("images", rows_in=len(urls))
     for url, r in zip(urls, results):
-        reason = r["reason"]
-        if reason is None:
-            ledger.rows_out += 1
-            continue
-        (ledger.drop if reason in DROPPED else ledger.fail)(reason)
-        errors.add(reason, r["error_message"] or reason, source=url)
+        if r["reason"] is not None:
+            errors.add(r["reason"], r["error_message"] or r["reason"], source=url)
     n = len(urls)
     out = {
         "uid": rows.column("uid"), "url": rows.column("url"), "text": rows.column("text"),
@@ -71,7 +66,43 @@ def download_rows(rows: pa.Table, fetcher: Fetcher, processor: ImageProcessor, s
     for name in ("reason", "error_message", "http_status", "width", "height", "original_width", "original_height",
                  "sha256", "mime", "jpg", "exif"):
         out[name] = pa.array([r.get(name) for r in results], IMAGES.field(name).type)
-    return pa.table(out, schema=IMAGES), ledger
+    table = pa.table(out, schema=IMAGES)
+    return table, images_ledger(table)
+
+
+def images_ledger(images: pa.Table) -> Ledger:
+    """The ledger of an images table: rows in, stored, and each failure by reason."""
+    ledger = Ledger("images", rows_in=images.num_rows)
+    for reason in images.column("reason").to_pylist():
+        if reason is None:
+            ledger.rows_out += 1
+        else:
+            (ledger.drop if reason in DROPPED else ledger.fail)(reason)
+    return ledger
+
+
+def retry_failed(images: pa.Table, reasons: frozenset[str], fetcher: Fetcher, processor: ImageProcessor,
+                 settings: ShardSettings, errors: ErrorSamples, deny: DenyList | None = None
+                 ) -> tuple[pa.Table, Ledger, dict]:
+    """Fetch again the rows of a committed shard that failed for one of ``reasons``; the rest stay as they are.
+
+    Rows keep their place and ``key``. Returns the rewritten shard, its ledger and how many rows were retried
+    and now succeed.
+    """
+    again = [i for i, r in enumerate(images.column("reason").to_pylist()) if r in reasons]
+    if not again:
+        return images, images_ledger(images), {"retried": 0, "recovered": 0}
+    picked = images.take(again)
+    fresh, _ = download_rows(picked.select(["uid", "url", "text", "language"]), fetcher, processor, settings,
+                             errors, "", deny)
+    fresh = fresh.set_column(fresh.schema.get_field_index("key"), IMAGES.field("key"), picked.column("key"))
+    # old rows, then the fresh ones; take() puts each fresh row where its old one was
+    order = list(range(images.num_rows))
+    for j, i in enumerate(again):
+        order[i] = images.num_rows + j
+    merged = pa.concat_tables([images.cast(IMAGES), fresh]).take(order)
+    recovered = fresh.column("reason").null_count  # a null reason is a stored image
+    return merged, images_ledger(merged), {"retried": len(again), "recovered": recovered}
 
 
 def _fetch_one(url: str, fetcher: Fetcher, processor: ImageProcessor, s: ShardSettings, gate: HostGate,
