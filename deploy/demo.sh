@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded (generated) sample crawl. `make demo` runs this.
-# Stages so far: extract, dedup. Each later stage adds its spark-submit line here.
+# Stages so far: extract, dedup, download. Each later stage adds its spark-submit line here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -17,6 +17,19 @@ $submit jobs/extract.py --lake "$lake" --input "$crawl/wat.paths.gz" --input-bas
 echo
 echo "== dedup: $lake/pairs -> $lake/pairs_unique (url+text, incremental; a rerun adds nothing)"
 $submit jobs/dedup.py --lake "$lake" --config conf/pipeline/sample.toml
+echo
+# the sample crawl's image hosts do not exist: a local server answers for all of them (download.connect_to),
+# and its address is allow-listed (the job refuses loopback addresses otherwise)
+portfile=$(mktemp)
+rm -f "$portfile"
+"$py" -m laion5b_spark.sample.image_server --port-file "$portfile" >/dev/null &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$portfile" ] && break; sleep 0.1; done
+port=$(cat "$portfile")
+echo "== download: $lake/pairs_unique -> $lake/images (sample image server on 127.0.0.1:$port)"
+$submit jobs/download.py --lake "$lake" --config conf/pipeline/sample.toml \
+  --set "download.connect_to=[\"*=127.0.0.1:$port\"]" --set "download.allow=[\"127.0.0.1:$port\"]"
 echo
 echo "== the lake"
 "$py" -m laion5b_spark.describe "$lake"

@@ -48,6 +48,7 @@ DEFAULTS: dict = {
         "user_agent_token": "laion5b-spark",  # the name X-Robots-Tag lines address
         "respect_robots_tags": True,
         "allow": [],  # networks / address:port admitted despite being private, e.g. ["10.0.0.0/8"]
+        "connect_to": [],  # "host=address:port" ("*" = every host), as curl --connect-to: mirrors, the demo
         "max_bytes": 20 * 2**20,
         "connect_timeout_s": 5.0,
         "read_timeout_s": 10.0,
@@ -65,6 +66,7 @@ DEFAULTS: dict = {
         "max_aspect_ratio": 0.0,  # 0: no limit
         "formats": ["jpeg", "png", "webp", "gif"],
         "reduced_decode": True,
+        "exif": True,  # the exif column (JSON of EXIF tags, img2dataset's format; its default too)
         "denylist": [],  # image (and URL) hash lists, as dedup's --denylist
         # failures --retry-failed fetches again (the others - 404, not an image, robots - would fail the same way)
         "retry_reasons": ["dns_error", "connect_error", "tls_error", "timeout", "truncated_body", "http_error",

@@ -279,9 +279,9 @@ class _RunState:
         else:
             frac = n / total if total else 1.0
         eta_s = _duration(elapsed / frac - elapsed) if frac > 0 else "?"
-        mb = done_bytes / elapsed / 1e6
+        mb = f"{done_bytes / elapsed / 1e6:.1f} MB/s | " if self.total_bytes else ""  # units of unknown size
         return (f"{n}/{total} units ({100 * frac:.0f}%) | {rows:,} rows | {rows / elapsed:,.0f} rows/s | "
-                f"{mb:.1f} MB/s | {len(self.failed)} failed | ETA {eta_s}")
+                f"{mb}{len(self.failed)} failed | ETA {eta_s}")
 
 
 def language_line(what: str, languages: dict[str, int], top: int = 12) -> list[str]:

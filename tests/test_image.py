@@ -1,6 +1,7 @@
 """Downloaded bytes -> stored image: formats, bombs, broken files, and img2dataset's resizer as the reference."""
 
 import io
+import json
 
 import numpy as np
 import pytest
@@ -107,3 +108,17 @@ def test_every_image_reason_is_in_the_accounting_vocabulary():
     src = Path(mod.__file__).read_text()
     used = set(re.findall(r'reason="([a-z_]+)"', src)) | set(re.findall(r'out.reason, out.message = "([a-z_]+)"', src))
     assert {"not_an_image", "decompression_bomb", "decode_error", "image_too_small"} <= used <= set(REASONS)
+
+
+def test_exif_is_kept_as_img2dataset_names_it():
+    exif = Image.Exif()
+    exif[0x010F] = "TestCam"  # Make
+    exif[0x0110] = "Model 7"  # Model
+    buf = io.BytesIO()
+    Image.new("RGB", (400, 300), (10, 200, 30)).save(buf, "JPEG", exif=exif.tobytes())
+    tags = json.loads(ImageProcessor()(buf.getvalue()).exif)
+    assert tags["Image Make"] == "TestCam" and tags["Image Model"] == "Model 7"
+    assert ImageProcessor(ImageSettings(extract_exif=False))(buf.getvalue()).exif is None
+    plain = io.BytesIO()
+    Image.new("RGB", (400, 300)).save(plain, "JPEG")
+    assert ImageProcessor()(plain.getvalue()).exif is None

@@ -146,3 +146,16 @@ def test_every_fetch_reason_is_in_the_accounting_vocabulary():
 def test_robots_tag_lines_are_kept(srv):
     url = srv.route("/tagged", body=b"x", headers={"X-Robots-Tag": "noai"})
     assert fetcher(srv).fetch(url).robots_tags == ["noai"]
+
+
+def test_connect_to_sends_a_host_to_a_given_address_still_checked(srv):
+    srv.route("/a.jpg", body=b"mirrored")
+    to = (f"images.sample.test=127.0.0.1:{srv.port}",)
+    r = fetcher(srv, connect_to=to).fetch("http://images.sample.test/a.jpg")
+    assert r.body == b"mirrored" and r.ip == "127.0.0.1" and srv.hits["/a.jpg"] == 1
+    assert fetcher(srv, connect_to=(f"*=127.0.0.1:{srv.port}",)).fetch("http://any.example/a.jpg").status == 200
+    with pytest.raises(FetchError) as e:  # the address is not allow-listed: refused, never connected
+        Fetcher(FetchPolicy(connect_to=to)).fetch("http://images.sample.test/a.jpg")
+    assert e.value.reason == "blocked_private_ip" and srv.connections == 2
+    with pytest.raises(ValueError, match="HOST=ADDRESS:PORT"):
+        Fetcher(FetchPolicy(connect_to=("images.sample.test:80",)))

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import warnings
 from dataclasses import dataclass
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # albumentations checks PyPI at import otherwise
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # a truncated PNG is counted, not printed to stderr
 
 import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
+import exifread  # noqa: E402
 import numpy as np  # noqa: E402
 from img2dataset.resizer import ResizeMode, inter_str_to_cv2  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -52,6 +55,7 @@ class Processed:
     sha256: str | None = None  # of the downloaded bytes (what hash lists name)
     reason: str | None = None  # accounting reason when image is None
     message: str = ""
+    exif: str | None = None  # JSON object of EXIF tags, as img2dataset's exif column
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class ImageSettings:
     max_aspect_ratio: float = float("inf")
     formats: tuple[str, ...] = FORMATS
     reduced_decode: bool = True
+    extract_exif: bool = True
 
 
 class ImageProcessor:
@@ -135,6 +140,8 @@ class ImageProcessor:
             out.reason, out.message = "decode_error", f"{type(exc).__name__}: {exc}"[:200]
             return out
         out.height, out.width = img.shape[:2]
+        if s.extract_exif:
+            out.exif = exif_json(data)
         return out
 
     def reduction(self, fmt: str, ow: int, oh: int) -> int:
@@ -179,3 +186,20 @@ class ImageProcessor:
                 img = self.pad(image=img)["image"]
             return img, True
         return img, False
+
+
+def exif_json(data: bytes) -> str | None:
+    """EXIF tags as a JSON object of strings, the way img2dataset writes them (exifread names, no thumbnails).
+
+    Only images with an EXIF block in their first 64 KB are parsed (JPEG APP1, WebP/PNG chunks sit there in
+    practice): exifread is pure Python, and most web images carry none.
+    """
+    if b"exif" not in data[:65536].lower():
+        return None
+    try:
+        tags = exifread.process_file(io.BytesIO(data), details=False)
+    except Exception:  # noqa: BLE001 - broken EXIF is no reason to lose the image
+        return None
+    if not tags:
+        return None
+    return json.dumps({k: str(v).strip() for k, v in tags.items() if v is not None})

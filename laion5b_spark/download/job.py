@@ -17,7 +17,7 @@ from ..dedup.lists import list_paths, load_denylists
 from ..job import Unit, UnitJob, UnitResult
 from ..lake import Lake, LakeError, Table
 from .image import ImageProcessor, ImageSettings
-from .safe_fetch import Fetcher, FetchPolicy, _Allow
+from .safe_fetch import Fetcher, FetchPolicy
 from .shard import ShardSettings, download_rows, retry_failed
 
 _COLUMNS = ["uid", "url", "text", "language"]
@@ -119,15 +119,17 @@ def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
     try:
         policy = FetchPolicy(user_agent=d["user_agent"], allow=tuple(d["allow"]), max_bytes=int(d["max_bytes"]),
                              connect_timeout_s=d["connect_timeout_s"], read_timeout_s=d["read_timeout_s"],
-                             deadline_s=d["deadline_s"], max_redirects=int(d["max_redirects"]))
-        _Allow(policy.allow)  # a bad network string fails here, with its message
+                             deadline_s=d["deadline_s"], max_redirects=int(d["max_redirects"]),
+                             connect_to=tuple(d["connect_to"]))
+        Fetcher(policy)  # a bad network or connect_to string fails here, with its message
         image = ImageSettings(image_size=int(d["image_size"]), resize_mode=d["resize_mode"],
                               resize_only_if_bigger=d["resize_only_if_bigger"], encode_format=d["encode_format"],
                               encode_quality=int(d["encode_quality"]), skip_reencode=d["skip_reencode"],
                               min_bytes=int(d["min_bytes"]), min_image_size=int(d["min_image_size"]),
                               max_pixels=int(d["max_pixels"]),
                               max_aspect_ratio=float(d["max_aspect_ratio"]) or float("inf"),
-                              formats=tuple(d["formats"]), reduced_decode=d["reduced_decode"])
+                              formats=tuple(d["formats"]), reduced_decode=d["reduced_decode"],
+                              extract_exif=d["exif"])
         ImageProcessor(image)
     except ValueError as exc:
         raise ConfigError(f"download settings: {exc}") from exc

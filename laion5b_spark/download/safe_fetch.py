@@ -47,6 +47,9 @@ class FetchPolicy:
     deadline_s: float = 30.0
     max_redirects: int = 5
     dns_ttl_s: float = 300.0
+    # "host=address:port" (host "*": every host), as curl's --connect-to: a mirror, or the demo's local image
+    # server standing in for the sample crawl's hosts. The address is still checked against the allow-list.
+    connect_to: tuple[str, ...] = ()
 
 
 @dataclass
@@ -73,6 +76,17 @@ class _Allow:
 
     def admits(self, ip: ipaddress._BaseAddress, port: int) -> bool:
         return any(ip in net and (p is None or p == port) for net, p in self.nets)
+
+
+def _connect_to(entries: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+    out = {}
+    for e in entries:
+        host, sep, target = e.partition("=")
+        addr, colon, port = target.rpartition(":")
+        if not (sep and colon and port.isdigit() and host):
+            raise ValueError(f"connect_to entry {e!r}: expected HOST=ADDRESS:PORT, e.g. *=127.0.0.1:8080")
+        out[host.strip().lower()] = (str(ipaddress.ip_address(addr.strip("[]"))), int(port))
+    return out
 
 
 def blocked(ip: str, port: int, allow: _Allow) -> bool:
@@ -123,6 +137,7 @@ class Fetcher:
                  per_host_connections: int = 4):
         self.policy = policy
         self.allow = _Allow(policy.allow)
+        self.connect_to = _connect_to(policy.connect_to)
         self.resolver = resolver or Resolver(policy.dns_ttl_s)
         self.max_pools, self.per_host = max_pools, per_host_connections
         self._pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
@@ -150,8 +165,8 @@ class Fetcher:
                 pool.close()
             self._pools.clear()
 
-    def target(self, url: str) -> tuple[str, str, int, str]:
-        """(scheme, host, port, checked address) or FetchError - before any connection."""
+    def target(self, url: str) -> tuple[str, str, int, str, int]:
+        """(scheme, host, port, checked address, its port) or FetchError - before any connection."""
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -164,10 +179,14 @@ class Fetcher:
         if not host:
             raise FetchError("invalid_url", "no host")
         port = port or _DEFAULT_PORT[scheme]
-        ips = self.resolver.resolve(host, port)
+        to = self.connect_to.get(host.lower()) or self.connect_to.get("*")
+        if to is not None:
+            ips, to_port = [to[0]], to[1]
+        else:
+            ips, to_port = self.resolver.resolve(host, port), port
         for ip in ips:
-            if not blocked(ip, port, self.allow):
-                return scheme, host, port, ip
+            if not blocked(ip, to_port, self.allow):
+                return scheme, host, port, ip, to_port
         raise FetchError("blocked_private_ip", f"{host} resolves to {', '.join(ips)}: not a public address")
 
     def fetch(self, url: str, headers: dict[str, str] | None = None) -> Fetched:
@@ -176,7 +195,7 @@ class Fetcher:
         deadline = t0 + p.deadline_s
         hops: list[str] = []
         for _ in range(p.max_redirects + 1):
-            scheme, host, port, ip = self.target(url)
+            scheme, host, port, ip, ip_port = self.target(url)
             parts = urlsplit(url)
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             host_header = host if port == _DEFAULT_PORT[scheme] else f"{host}:{port}"
@@ -189,7 +208,7 @@ class Fetcher:
                 raise FetchError("timeout", f"total deadline of {p.deadline_s}s passed")
             timeout = urllib3.Timeout(connect=min(p.connect_timeout_s, remaining), read=min(p.read_timeout_s, remaining))
             with _as_fetch_errors():
-                resp = self._pool(scheme, ip, port, host).urlopen(
+                resp = self._pool(scheme, ip, ip_port, host).urlopen(
                     "GET", path, headers=send, redirect=False, retries=False, preload_content=False,
                     timeout=timeout, assert_same_host=False)
             head = {k.lower(): ", ".join(resp.headers.getlist(k)) for k in resp.headers}

@@ -142,7 +142,8 @@ def _fetch_one(url: str, fetcher: Fetcher, processor: ImageProcessor, s: ShardSe
             return _failed("denylisted", "image hash on a denylist", 200)
         out = {"reason": img.reason, "error_message": img.message or None, "http_status": 200,
                "width": img.width, "height": img.height, "original_width": img.original_width,
-               "original_height": img.original_height, "sha256": img.sha256, "mime": img.mime, "jpg": img.image}
+               "original_height": img.original_height, "sha256": img.sha256, "mime": img.mime, "jpg": img.image,
+               "exif": img.exif}
         return out
     return last
 
