@@ -47,6 +47,7 @@ DEFAULTS: dict = {
         "user_agent": "laion5b-spark/0.1 (image-text dataset research; +https://github.com/laion5b-spark)",
         "user_agent_token": "laion5b-spark",  # the name X-Robots-Tag lines address
         "respect_robots_tags": True,
+        "robots_txt": False,  # also obey robots.txt, fetched once per origin per worker (RFC 9309)
         "allow": [],  # networks / address:port admitted despite being private, e.g. ["10.0.0.0/8"]
         "connect_to": [],  # "host=address:port" ("*" = every host), as curl --connect-to: mirrors, the demo
         "max_bytes": 20 * 2**20,
@@ -66,6 +67,7 @@ DEFAULTS: dict = {
         "max_aspect_ratio": 0.0,  # 0: no limit
         "formats": ["jpeg", "png", "webp", "gif"],
         "reduced_decode": True,
+        "webdataset": False,  # also a webdataset tar per shard (img2dataset's layout), listed beside the parquet
         "exif": True,  # the exif column (JSON of EXIF tags, img2dataset's format; its default too)
         "denylist": [],  # image (and URL) hash lists, as dedup's --denylist
         # failures --retry-failed fetches again (the others - 404, not an image, robots - would fail the same way)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import platform
 import sys
 import threading
@@ -56,6 +57,7 @@ class UnitResult:
     info: dict = field(default_factory=dict)
     failed_reason: str | None = None  # set when the whole unit could not be processed (e.g. unreachable input)
     failed_message: str = ""
+    extra: dict[str, str] = field(default_factory=dict)  # ext -> a finished local file to commit beside the rows
 
 
 class Job:
@@ -259,6 +261,8 @@ class _RunState:
                 self.failed.pop(unit, None)
                 self.done[unit] = r
                 entry = {k: r[k] for k in ("unit", "key", "path", "rows", "bytes", "counts")}
+                if r.get("extra"):
+                    entry["extra"] = r["extra"]
                 if r.get("replaces"):  # a rewrite of a committed unit's file: listed in its place
                     entry["unit"], entry["key"], entry["replaces"] = r["replaces"]
                 entries.append(entry)
@@ -341,10 +345,17 @@ def _run_unit(job: UnitJob, unit: Unit, cfg: dict, lake_ref: LakeRef, run_id: st
     else:
         rows = result.rows.num_rows if result.rows is not None else 0
         path, size = None, 0
+        extra = {}
+        for ext, local in result.extra.items():  # moved in before the receipt: never listed half-written
+            extra[ext] = table.data_file(unit.id, run_id, attempt, ext)
+            size += os.path.getsize(local)
+            table.lake.upload(local, table.path(extra[ext]))
+            if os.path.exists(local):  # an object-store upload copies
+                os.remove(local)
         if rows:
             path = table.data_file(unit.id, run_id, attempt)
-            size = table.write_parquet(path, result.rows, job.row_group_size)
-        receipt.update(status="done", path=path, rows=rows, bytes=size)
+            size += table.write_parquet(path, result.rows, job.row_group_size)
+        receipt.update(status="done", path=path, rows=rows, bytes=size, extra=extra)
     table.write_receipt(run_id, unit.id, attempt, receipt)
 
 

@@ -185,8 +185,9 @@ class Table:
             elif e.get("replaces") is not None and old.get("path") == e["replaces"]:
                 # a unit's file rewritten (download --retry-failed): same unit, new file, the old one unlisted
                 fields = {k: v for k, v in e.items() if k not in ("unit", "replaces")}
+                replaced += [e["replaces"], *(old.get("extra") or {}).values()]
+                old.pop("extra", None)
                 old.update(fields, retried_by=old.get("retried_by", []) + [run_id])
-                replaced.append(e["replaces"])
                 added += 1
         self.replaced_files = replaced
         new_inputs = 0
@@ -248,9 +249,10 @@ class Table:
             return pq.read_table(f, columns=columns)
 
     # -- data files -----------------------------------------------------------------------------------
-    def data_file(self, unit_id: str, run_id: str, attempt: int) -> str:
-        """Relative path of a unit's data file; run and attempt make retried or re-run tasks never collide."""
-        return f"data/part-{unit_id}-{run_id}-a{attempt}.parquet"
+    def data_file(self, unit_id: str, run_id: str, attempt: int, ext: str = "parquet") -> str:
+        """Relative path of a unit's data file; run and attempt make retried or re-run tasks never collide.
+        ``ext``: a file beside the parquet one (e.g. ``tar``: webdataset), listed under the entry's ``extra``."""
+        return f"data/part-{unit_id}-{run_id}-a{attempt}.{ext}"
 
     def write_parquet(self, rel: str, table: pa.Table, row_group_size: int = 128 * 1024) -> int:
         """Write a whole parquet file locally, then move/upload it in one step. Returns its size in bytes."""
@@ -271,6 +273,10 @@ class Table:
 
     def files(self) -> list[str]:
         return [self.path(f["path"]) for f in self.manifest()["files"] if f.get("path")]
+
+    def extra_files(self, ext: str) -> list[str]:
+        """The committed files of one kind written beside the parquet ones (e.g. ``tar``), in manifest order."""
+        return [self.path(f["extra"][ext]) for f in self.manifest()["files"] if (f.get("extra") or {}).get(ext)]
 
     def num_rows(self) -> int:
         return sum(f["rows"] for f in self.manifest()["files"])

@@ -11,6 +11,7 @@ from PIL import Image
 
 from laion5b_spark import schemas
 from laion5b_spark.download.job import DownloadJob
+from laion5b_spark.download.webdataset import read_tar_samples
 from laion5b_spark.keys import pair_uid
 from laion5b_spark.lake import Lake
 from laion5b_spark.sample.pairs import generate_rows, write_pairs
@@ -57,11 +58,16 @@ def download(lake, port, *extra) -> int:
 
 def test_download_job_accounts_for_every_row_and_resumes(spark, served_lake):
     srv, lake, expected = served_lake
-    assert download(lake, srv.port) == 0
+    assert download(lake, srv.port, "--set", "download.webdataset=true") == 0
     t = Lake(str(lake)).table("images")
     out = t.read_arrow()
     schemas.check("images", out)
     assert out.num_rows == len(expected) and len(t.entries()) == 4  # 30 rows in shards of 8
+    # a webdataset tar beside each shard, holding its successes under the same keys
+    samples = [s for tar in t.extra_files("tar") for s in read_tar_samples(tar)]
+    ok_rows = out.filter(pc.equal(out.column("status"), "success"))
+    assert len(t.extra_files("tar")) == 4 and [s["key"] for s in samples] == ok_rows.column("key").to_pylist()
+    assert [s["image"] for s in samples] == ok_rows.column("jpg").to_pylist()
     assert dict(zip(out.column("url").to_pylist(), out.column("reason").to_pylist())) == expected
     ok = out.filter(pc.equal(out.column("status"), "success"))
     assert ok.num_rows == 20 and set(ok.column("width").to_pylist()) == {256}
@@ -92,7 +98,8 @@ def test_retry_failed_fetches_only_the_retryable_failures_again(spark, tmp_path)
         hint = Lake(str(lake)).runs("download")[-1]["info"]["retryable"]
         assert hint == 4
 
-        assert download(lake, srv.port, "--set", "download.retries=0", "--retry-failed") == 0
+        assert download(lake, srv.port, "--set", "download.retries=0", "--set", "download.webdataset=true",
+                        "--retry-failed") == 0
         after = t.read_arrow()
         assert after.num_rows == len(urls) and after.column("key") == before.column("key")
         assert after.column("url").to_pylist() == urls
@@ -104,6 +111,7 @@ def test_retry_failed_fetches_only_the_retryable_failures_again(spark, tmp_path)
         assert [e["unit"] for e in now] == [e["unit"] for e in entries]
         assert {e["path"] for e in now}.isdisjoint(e["path"] for e in entries)
         assert not any(os.path.exists(t.path(e["path"])) for e in entries)
+        assert sum(len(read_tar_samples(p)) for p in t.extra_files("tar")) == 7  # the rewritten shards have tars
         c = sum(e["counts"]["images"]["rows_out"] for e in now)
         assert c == 7 and Lake(str(lake)).runs("download")[-1]["info"]["recovered"] == 4
         # nothing retryable is left: another --retry-failed run fetches nothing

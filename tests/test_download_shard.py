@@ -12,8 +12,9 @@ from laion5b_spark import schemas
 from laion5b_spark.accounting import ErrorSamples
 from laion5b_spark.dedup.lists import DenyList
 from laion5b_spark.download.image import ImageProcessor, ImageSettings
+from laion5b_spark.download.robots import RobotsCache
 from laion5b_spark.download.safe_fetch import Fetcher, FetchPolicy
-from laion5b_spark.download.shard import ShardSettings, download_rows
+from laion5b_spark.download.shard import Downloader, ShardSettings
 from laion5b_spark.keys import pair_uid
 
 
@@ -83,7 +84,7 @@ def _png() -> bytes:
 def test_every_row_gets_its_outcome(shard):
     srv, other, rows, expected, fetcher, proc, deny, settings = shard
     errors = ErrorSamples()
-    out, ledger = download_rows(rows, fetcher, proc, settings, errors, "000007", deny)
+    out, ledger = Downloader(fetcher, proc, settings, deny).shard(rows, errors, "000007")
     schemas.check("images", out)
     assert out.num_rows == rows.num_rows and out.column("url").to_pylist() == rows.column("url").to_pylist()
     got = dict(zip(out.column("url").to_pylist(), out.column("reason").to_pylist()))
@@ -101,3 +102,19 @@ def test_every_row_gets_its_outcome(shard):
     assert srv.hits["/gone-for-an-hour.jpg"] == 1  # not retried: the host asked for an hour
     assert srv.max_in_flight <= 3  # the per-host cap, as the server saw it
     assert {s["reason"] for s in errors.samples} == {r for r in expected if r}
+
+
+def test_robots_txt_when_asked_keeps_disallowed_images_unfetched():
+    with FaultServer() as srv:
+        srv.route("/robots.txt", body=b"User-agent: laion5b-spark\nDisallow: /private/\n")
+        urls = [srv.route("/private/a.jpg", body=jpeg(100, 100)), srv.route("/public/b.jpg", body=jpeg(100, 100))]
+        rows = pa.table({"uid": [1, 2], "url": urls, "text": ["t", "t"], "language": ["en", "en"]})
+        fetcher = Fetcher(FetchPolicy(allow=(f"127.0.0.1:{srv.port}",)))
+        proc = ImageProcessor(ImageSettings(image_size=64))
+        robots = RobotsCache(fetcher.fetch, "laion5b-spark")
+        out, ledger = Downloader(fetcher, proc, robots=robots).shard(rows, ErrorSamples(), "k")
+        assert out.column("reason").to_pylist() == ["robots_denied", None]
+        assert "robots.txt disallows" in out.column("error_message")[0].as_py()
+        assert srv.hits["/private/a.jpg"] == 0 and srv.hits["/robots.txt"] == 1
+        out, _ = Downloader(fetcher, proc).shard(rows, ErrorSamples(), "k")  # robots_txt off: fetched
+        assert out.column("reason").to_pylist() == [None, None]

@@ -28,7 +28,9 @@ from img2dataset.resizer import ResizeMode, inter_str_to_cv2  # noqa: E402
 from PIL import Image  # noqa: E402
 
 FORMATS = ("jpeg", "png", "webp", "gif")
-_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+# IMREAD_COLOR would turn the image by its EXIF orientation; IMREAD_UNCHANGED (the full decode, img2dataset's) does not
+_REDUCED = {r: flag | cv2.IMREAD_IGNORE_ORIENTATION for r, flag in
+            ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8))}
 
 
 def sniff(data: bytes) -> str | None:
@@ -90,10 +92,10 @@ class ImageProcessor:
         self.out_format = {"jpg": "jpeg"}.get(s.encode_format, s.encode_format)
         # built once: albumentations validates its arguments on every construction
         size = s.image_size
-        self.smallest = {d: A.SmallestMaxSize(max_size=size, interpolation=i, p=1.0)
-                         for d, i in ((True, self.down), (False, self.up))}
-        self.longest = {d: A.LongestMaxSize(max_size=size, interpolation=i, p=1.0)
-                        for d, i in ((True, self.down), (False, self.up))}
+        # keyed by "down", "up" and "near" (a downscale of less than 2x after a reduced decode: see _resize)
+        kinds = (("down", self.down), ("up", self.up), ("near", cv2.INTER_LINEAR))
+        self.smallest = {k: A.SmallestMaxSize(max_size=size, interpolation=i, p=1.0) for k, i in kinds}
+        self.longest = {k: A.LongestMaxSize(max_size=size, interpolation=i, p=1.0) for k, i in kinds}
         self.crop = A.CenterCrop(height=size, width=size)
         self.pad = A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_CONSTANT,
                                  value=[255, 255, 255], p=1.0)
@@ -166,6 +168,17 @@ class ImageProcessor:
             img = np.rint((alpha / 255 * img[..., :3] + 255 - alpha).clip(0, 255)).astype(np.uint8)
         return img
 
+    def _kind(self, downscale: bool, side: int) -> str:
+        """Which interpolation: img2dataset's, except that with reduced_decode a downscale of less than 2x
+        (what is left after the DCT-domain reduction) is bilinear - cv2's area filter takes a slow path for
+        ratios that are not whole numbers (0.8 vs 0.1 ms for 400 -> 256 px), and below 2x there is nothing
+        for it to average (bench/download: 39.3 vs 40.2 dB PSNR against full decode + area)."""
+        if not downscale:
+            return "up"
+        if self.s.reduced_decode and self.s.downscale_interpolation == "area" and side < 2 * self.s.image_size:
+            return "near"
+        return "down"
+
     def _resize(self, img: np.ndarray, ow: int, oh: int) -> tuple[np.ndarray, bool]:
         """img2dataset's Resizer transforms; the up/down decision uses the original size, as it does."""
         s, size = self.s, self.s.image_size
@@ -173,7 +186,7 @@ class ImageProcessor:
             downscale = min(ow, oh) > size
             if s.resize_only_if_bigger and not downscale:
                 return img, False
-            img = self.smallest[downscale](image=img)["image"]
+            img = self.smallest[self._kind(downscale, min(img.shape[:2]))](image=img)["image"]
             if self.mode == ResizeMode.center_crop:
                 img = self.crop(image=img)["image"]
             return img, True
@@ -181,7 +194,7 @@ class ImageProcessor:
             downscale = max(ow, oh) > size
             if s.resize_only_if_bigger and not downscale:
                 return img, False
-            img = self.longest[downscale](image=img)["image"]
+            img = self.longest[self._kind(downscale, max(img.shape[:2]))](image=img)["image"]
             if self.mode == ResizeMode.border:
                 img = self.pad(image=img)["image"]
             return img, True

@@ -7,6 +7,8 @@ commits while the job runs (UnitJob), so there is no end-of-batch barrier and no
 
 from __future__ import annotations
 
+import os
+import tempfile
 import threading
 
 import pyarrow.compute as pc
@@ -17,8 +19,10 @@ from ..dedup.lists import list_paths, load_denylists
 from ..job import Unit, UnitJob, UnitResult
 from ..lake import Lake, LakeError, Table
 from .image import ImageProcessor, ImageSettings
+from .robots import RobotsCache
 from .safe_fetch import Fetcher, FetchPolicy
-from .shard import ShardSettings, download_rows, retry_failed
+from .shard import Downloader, ShardSettings
+from .webdataset import write_tar
 
 _COLUMNS = ["uid", "url", "text", "language"]
 _local = threading.local()  # per Python worker: keep-alive pools, DNS cache, lists
@@ -74,21 +78,25 @@ also after redirects); download.allow admits networks, e.g. --set 'download.allo
         return units
 
     def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
-        fetcher, processor, shard, deny = _worker_state(cfg)
+        downloader = _worker_downloader(cfg)
         lake = Lake(unit.get("lake"), cfg["lake"]["storage_options"])
         if unit.get("replaces"):
             old = lake.table(self.output_table).read_file(unit.source)
-            out, ledger, info = retry_failed(old, frozenset(cfg["download"]["retry_reasons"]), fetcher, processor,
-                                             shard, errors, deny)
+            out, ledger, info = downloader.retry(old, frozenset(cfg["download"]["retry_reasons"]), errors)
         else:
             rows = lake.table(self.input_table).read_rows(unit.source, unit.get("start"), unit.get("stop"), _COLUMNS)
-            out, ledger = download_rows(rows, fetcher, processor, shard, errors, unit.id[:10], deny)
+            out, ledger = downloader.shard(rows, errors, unit.id[:10])
             info = {}
         stored = pc.binary_length(out.column("jpg"))
         retryable = sum(ledger.failed.get(r, 0) for r in cfg["download"]["retry_reasons"])
         info.update(images=out.num_rows - stored.null_count, image_bytes=pc.sum(stored).as_py() or 0,
                     retryable=retryable)
-        return UnitResult(out, {"images": ledger}, errors, info)
+        extra = {}
+        if cfg["download"]["webdataset"]:
+            fd, extra["tar"] = tempfile.mkstemp(suffix=".tar", prefix="l5s-")
+            os.close(fd)
+            info["tar_samples"] = write_tar(out, extra["tar"], cfg["download"]["encode_format"])
+        return UnitResult(out, {"images": ledger}, errors, info, extra=extra)
 
     def describe_info(self, info: dict) -> list[str]:
         lines = []
@@ -144,13 +152,16 @@ def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
     return policy, image, shard
 
 
-def _worker_state(cfg: dict):
+def _worker_downloader(cfg: dict) -> Downloader:
+    """One Downloader per Python worker (Spark reuses workers): pools, DNS and robots.txt caches outlive a shard."""
     key = repr(cfg["download"])
     state = getattr(_local, "state", None)
     if state is None or state[0] != key:
+        d = cfg["download"]
         policy, image, shard = _settings(cfg)
-        deny = load_denylists(cfg["download"]["denylist"]) if cfg["download"]["denylist"] else None
+        deny = load_denylists(d["denylist"]) if d["denylist"] else None
         fetcher = Fetcher(policy, per_host_connections=shard.max_per_host)
-        state = (key, (fetcher, ImageProcessor(image), shard, deny))
+        robots = RobotsCache(fetcher.fetch, shard.user_agent_token) if d["robots_txt"] else None
+        state = (key, Downloader(fetcher, ImageProcessor(image), shard, deny, robots))
         _local.state = state
     return state[1]

@@ -21,13 +21,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
-from laion5b_spark.download.safe_fetch import Fetched, FetchError
+from .safe_fetch import Fetched, FetchError
 
 MAX_ROBOTS_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least 500 KiB
 UNREACHABLE_TTL_S = 600.0  # an unreachable origin is asked again after this long at most
@@ -44,8 +44,8 @@ class _Rules:
 class RobotsCache:
     """``check(url)`` says whether robots.txt lets ``user_agent_token`` fetch ``url``. Thread-safe.
 
-    ``fetch`` is ``url -> Fetched`` and may raise ``FetchError`` (the job passes its safe fetcher behind the
-    per-host politeness gate). At most ``max_origins`` origins are kept, least recently used evicted first.
+    ``fetch`` is ``url -> Fetched`` and may raise ``FetchError`` (the job passes its safe fetcher: one request
+    per origin a day does not need the per-host gate). At most ``max_origins`` origins are kept, least recently used evicted first.
     """
 
     def __init__(self, fetch: Callable[[str], Fetched], user_agent_token: str, ttl_s: float = 86400,

@@ -256,6 +256,8 @@ def _as_fetch_errors():
     """urllib3's and the socket's exceptions -> FetchError with the accounting reason."""
     try:
         yield
+    except urllib3.exceptions.NewConnectionError as exc:  # refused/unreachable: a subclass of ConnectTimeoutError
+        raise FetchError("connect_error", str(exc)) from exc
     except urllib3.exceptions.ConnectTimeoutError as exc:
         raise FetchError("timeout", f"connect: {exc}") from exc
     except urllib3.exceptions.ReadTimeoutError as exc:

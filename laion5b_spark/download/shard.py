@@ -21,6 +21,7 @@ from ..schemas import IMAGES
 from ..urls import host_of
 from .image import ImageProcessor
 from .politeness import HostGate, backoff_s, retry_after_s, robots_denied
+from .robots import RobotsCache
 from .safe_fetch import Fetcher, FetchError
 
 RETRYABLE = frozenset({"timeout", "connect_error", "truncated_body"})
@@ -41,33 +42,63 @@ class ShardSettings:
     decode_slots: int = 4  # threads decoding at once: the rest keep fetching instead of fighting for the GIL
 
 
-def download_rows(rows: pa.Table, fetcher: Fetcher, processor: ImageProcessor, settings: ShardSettings,
-                  errors: ErrorSamples, key_prefix: str, deny: DenyList | None = None) -> tuple[pa.Table, Ledger]:
-    """``rows`` needs uid, url, text, language. Returns the images rows (same order) and the ledger."""
-    gate = HostGate(settings.max_per_host, settings.min_interval_s)
-    urls = rows.column("url").to_pylist()
-    slots = threading.BoundedSemaphore(max(1, settings.decode_slots))
+class Downloader:
+    """What one Python worker keeps across its shards: keep-alive pools and DNS (in the fetcher), robots.txt
+    rules, hash lists. ``shard`` downloads one shard; ``retry`` fetches a committed shard's failures again."""
 
-    def one(url: str) -> dict:
-        return _fetch_one(url, fetcher, processor, settings, gate, deny, slots)
+    def __init__(self, fetcher: Fetcher, processor: ImageProcessor, settings: ShardSettings = ShardSettings(),
+                 deny: DenyList | None = None, robots: RobotsCache | None = None):
+        self.fetcher, self.processor, self.settings = fetcher, processor, settings
+        self.deny, self.robots = deny, robots
 
-    with ThreadPoolExecutor(max(1, settings.threads), thread_name_prefix="fetch") as pool:
-        results = list(pool.map(one, urls))
-    for url, r in zip(urls, results):
-        if r["reason"] is not None:
-            errors.add(r["reason"], r["error_message"] or r["reason"], source=url)
-    n = len(urls)
-    out = {
-        "uid": rows.column("uid"), "url": rows.column("url"), "text": rows.column("text"),
-        "language": rows.column("language"),
-        "key": pa.array([f"{key_prefix}{i:06d}" for i in range(n)], pa.string()),
-        "status": pa.array(["success" if r["reason"] is None else "failed" for r in results], pa.string()),
-    }
-    for name in ("reason", "error_message", "http_status", "width", "height", "original_width", "original_height",
-                 "sha256", "mime", "jpg", "exif"):
-        out[name] = pa.array([r.get(name) for r in results], IMAGES.field(name).type)
-    table = pa.table(out, schema=IMAGES)
-    return table, images_ledger(table)
+    def shard(self, rows: pa.Table, errors: ErrorSamples, key_prefix: str) -> tuple[pa.Table, Ledger]:
+        """``rows`` needs uid, url, text, language. Returns the images rows (same order) and the ledger."""
+        s = self.settings
+        gate = HostGate(s.max_per_host, s.min_interval_s)
+        urls = rows.column("url").to_pylist()
+        slots = threading.BoundedSemaphore(max(1, s.decode_slots))
+
+        def one(url: str) -> dict:
+            return _fetch_one(url, self, gate, slots)
+
+        with ThreadPoolExecutor(max(1, s.threads), thread_name_prefix="fetch") as pool:
+            results = list(pool.map(one, urls))
+        for url, r in zip(urls, results):
+            if r["reason"] is not None:
+                errors.add(r["reason"], r["error_message"] or r["reason"], source=url)
+        n = len(urls)
+        out = {
+            "uid": rows.column("uid"), "url": rows.column("url"), "text": rows.column("text"),
+            "language": rows.column("language"),
+            "key": pa.array([f"{key_prefix}{i:06d}" for i in range(n)], pa.string()),
+            "status": pa.array(["success" if r["reason"] is None else "failed" for r in results], pa.string()),
+        }
+        for name in ("reason", "error_message", "http_status", "width", "height", "original_width",
+                     "original_height", "sha256", "mime", "jpg", "exif"):
+            out[name] = pa.array([r.get(name) for r in results], IMAGES.field(name).type)
+        table = pa.table(out, schema=IMAGES)
+        return table, images_ledger(table)
+
+    def retry(self, images: pa.Table, reasons: frozenset[str], errors: ErrorSamples
+              ) -> tuple[pa.Table, Ledger, dict]:
+        """Fetch again the rows of a committed shard that failed for one of ``reasons``; the rest stay as they are.
+
+        Rows keep their place and ``key``. Returns the rewritten shard, its ledger and how many rows were
+        retried and now succeed.
+        """
+        again = [i for i, r in enumerate(images.column("reason").to_pylist()) if r in reasons]
+        if not again:
+            return images, images_ledger(images), {"retried": 0, "recovered": 0}
+        picked = images.take(again)
+        fresh, _ = self.shard(picked.select(["uid", "url", "text", "language"]), errors, "")
+        fresh = fresh.set_column(fresh.schema.get_field_index("key"), IMAGES.field("key"), picked.column("key"))
+        # old rows, then the fresh ones; take() puts each fresh row where its old one was
+        order = list(range(images.num_rows))
+        for j, i in enumerate(again):
+            order[i] = images.num_rows + j
+        merged = pa.concat_tables([images.cast(IMAGES), fresh]).take(order)
+        recovered = fresh.column("reason").null_count  # a null reason is a stored image
+        return merged, images_ledger(merged), {"retried": len(again), "recovered": recovered}
 
 
 def images_ledger(images: pa.Table) -> Ledger:
@@ -81,33 +112,13 @@ def images_ledger(images: pa.Table) -> Ledger:
     return ledger
 
 
-def retry_failed(images: pa.Table, reasons: frozenset[str], fetcher: Fetcher, processor: ImageProcessor,
-                 settings: ShardSettings, errors: ErrorSamples, deny: DenyList | None = None
-                 ) -> tuple[pa.Table, Ledger, dict]:
-    """Fetch again the rows of a committed shard that failed for one of ``reasons``; the rest stay as they are.
-
-    Rows keep their place and ``key``. Returns the rewritten shard, its ledger and how many rows were retried
-    and now succeed.
-    """
-    again = [i for i, r in enumerate(images.column("reason").to_pylist()) if r in reasons]
-    if not again:
-        return images, images_ledger(images), {"retried": 0, "recovered": 0}
-    picked = images.take(again)
-    fresh, _ = download_rows(picked.select(["uid", "url", "text", "language"]), fetcher, processor, settings,
-                             errors, "", deny)
-    fresh = fresh.set_column(fresh.schema.get_field_index("key"), IMAGES.field("key"), picked.column("key"))
-    # old rows, then the fresh ones; take() puts each fresh row where its old one was
-    order = list(range(images.num_rows))
-    for j, i in enumerate(again):
-        order[i] = images.num_rows + j
-    merged = pa.concat_tables([images.cast(IMAGES), fresh]).take(order)
-    recovered = fresh.column("reason").null_count  # a null reason is a stored image
-    return merged, images_ledger(merged), {"retried": len(again), "recovered": recovered}
-
-
-def _fetch_one(url: str, fetcher: Fetcher, processor: ImageProcessor, s: ShardSettings, gate: HostGate,
-               deny: DenyList | None, slots: threading.BoundedSemaphore) -> dict:
+def _fetch_one(url: str, d: Downloader, gate: HostGate, slots: threading.BoundedSemaphore) -> dict:
+    s, fetcher, processor, deny = d.settings, d.fetcher, d.processor, d.deny
     host = host_of(url) or "?"
+    if d.robots is not None:
+        refusal = d.robots.check(url)
+        if refusal:
+            return _failed("robots_denied", refusal)
     last: dict = {}
     for attempt in range(s.retries + 1):
         if attempt:
