@@ -4,6 +4,7 @@ The tables a cluster writes must equal a local run's, also when a worker is kill
 Everything is torn down, even on failure, and no JVM may outlive the test.
 """
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -35,16 +36,8 @@ def standalone(tmp_path_factory):
     try:
         _sh("master", "start", "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(free_port()), env=env)
         for name in ("w1", "w2"):
-            _sh("worker", "start", master, "--cores", "1", "--memory", "1g", "--name", name, "--work-dir",
-                str(d / name), "--webui-port", str(free_port()), env=env)
-        deadline = time.time() + 90
-        while time.time() < deadline:
-            log = (d / "master.log").read_text() if (d / "master.log").exists() else ""
-            if log.count("Registering worker") >= 2:
-                break
-            time.sleep(0.5)
-        else:
-            pytest.fail("workers did not register:\n" + (d / "master.log").read_text()[-3000:])
+            _start_worker(d, name, master, env)
+        _wait_registered(d, 2)
         conf = d / "standalone.conf"
         conf.write_text(f"spark.master {master}\nspark.executor.memory 512m\nspark.executor.cores 1\n"
                         "spark.cores.max 2\nspark.driver.host 127.0.0.1\nspark.driver.bindAddress 127.0.0.1\n"
@@ -60,8 +53,52 @@ def standalone(tmp_path_factory):
         assert not left, f"processes outlived the cluster: {left}"
 
 
-def _submit(cluster, lake, inputs, job="extract"):
-    args = ["--input", *inputs, "--set", "run.commit_interval_s=0.5"] if job == "extract" else []
+@pytest.fixture(scope="module")
+def image_server():
+    """The demo's image server: the same answer for a path on every run, so two downloads can be compared."""
+    from laion5b_spark.sample.image_server import serve
+
+    server = serve()
+    port = server.server_address[1]
+    yield ["--set", f'download.connect_to=["*=127.0.0.1:{port}"]', "--set", f'download.allow=["127.0.0.1:{port}"]',
+           "--set", "download.backoff_base_s=0.05", "--set", "download.shard_rows=100"]
+    server.shutdown()
+
+
+def _start_worker(d, name, master, env):
+    _sh("worker", "start", master, "--cores", "1", "--memory", "1g", "--name", name, "--work-dir", str(d / name),
+        "--webui-port", str(free_port()), env=env)
+
+
+def _wait_registered(d, n):
+    """Until the master's log shows n worker registrations in all."""
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        log = (d / "master.log").read_text() if (d / "master.log").exists() else ""
+        if log.count("Registering worker") >= n:
+            return
+        time.sleep(0.5)
+    pytest.fail("workers did not register:\n" + (d / "master.log").read_text()[-3000:])
+
+
+def _ensure_two_workers(cluster):
+    """An earlier test may have killed w2 (a lost node): start it again."""
+    d = cluster["dir"]
+    pid = int((d / "w2.pid").read_text())
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] != "Z":  # alive (a zombie is as dead as gone)
+                return
+    except FileNotFoundError:
+        pass
+    (d / "w2.pid").unlink()  # cluster.sh would take a zombie's pid for a running worker
+    seen = (d / "master.log").read_text().count("Registering worker")
+    _start_worker(d, "w2", cluster["master"], cluster["env"])
+    _wait_registered(d, seen + 1)
+
+
+def _submit(cluster, lake, inputs, job="extract", args=()):
+    args = ["--input", *inputs, "--set", "run.commit_interval_s=0.5"] if job == "extract" else list(args)
     out = subprocess.run([str(ROOT / "deploy" / "submit.sh"), "--properties-file", str(cluster["conf"]),
                           str(ROOT / "jobs" / f"{job}.py"), "--lake", str(lake), *args],
                          env=cluster["env"], capture_output=True, text=True, timeout=300)
@@ -74,14 +111,24 @@ def _rows(lake):
     return sorted(map(orjson.dumps, t.to_pylist()))
 
 
-def _local(tmp_path, inputs, dedup=False):
+def _images(lake):
+    """Each row's outcome, image bytes included, by uid (keys name shards, which differ between runs' layouts)."""
+    t = Lake(str(lake)).table("images").read_arrow(columns=["uid", "status", "reason", "sha256", "width", "jpg"])
+    rows = [dict(r, jpg=r["jpg"] and hashlib.sha256(r["jpg"]).hexdigest()) for r in t.to_pylist()]
+    return sorted(map(orjson.dumps, rows))
+
+
+def _local(tmp_path, inputs, dedup=False, download=()):
     from laion5b_spark.dedup.job import DedupJob
+    from laion5b_spark.download.job import DownloadJob
     from laion5b_spark.extract.job import ExtractJob
 
     lake = tmp_path / "local"
     assert ExtractJob().main(["--lake", str(lake), "--input", *inputs]) == 0
     if dedup:
         assert DedupJob().main(["--lake", str(lake)]) == 0
+    if download:
+        assert DownloadJob().main(["--lake", str(lake), *download]) == 0
     return lake
 
 
@@ -90,17 +137,21 @@ def _files(lake, table):
     return [pq.read_table(t.path(e["path"])) for e in t.entries()]
 
 
-def test_cluster_table_equals_local(spark, standalone, tmp_path, sample_crawl):
+def test_cluster_table_equals_local(spark, standalone, tmp_path, sample_crawl, image_server):
     inputs = [os.path.join(sample_crawl["root"], p) for p in sample_crawl["wat"] + sample_crawl["warc"]]
     lake = tmp_path / "cluster"
     out = _submit(standalone, lake, inputs)
     assert "6 units done" in out.stdout
     _submit(standalone, lake, [], job="dedup")
-    local = _local(tmp_path, inputs, dedup=True)
+    _submit(standalone, lake, [], job="download", args=image_server)
+    local = _local(tmp_path, inputs, dedup=True, download=image_server)
     assert _rows(lake) == _rows(local)
     a, b = _files(lake, "pairs_unique"), _files(local, "pairs_unique")  # the same rows in the same files
     assert a and len(a) == len(b) and all(x.equals(y) for x, y in zip(a, b))
-    for job in ("extract", "dedup"):
+    images = _images(lake)
+    assert images == _images(local) and len(images) == sum(x.num_rows for x in a)
+    assert any(b'"success"' in r for r in images) and any(b'"http_404"' in r for r in images)
+    for job in ("extract", "dedup", "download"):
         assert Lake(str(lake)).runs(job)[-1]["spark"]["master"] == standalone["master"]
 
 
@@ -141,3 +192,30 @@ def test_worker_killed_mid_run_same_table(spark, standalone, tmp_path):
     assert proc.returncode == 0, err[-3000:]
     assert "8 units done" in out
     assert _rows(lake) == _rows(_local(tmp_path, inputs))
+
+
+def test_worker_killed_mid_download_every_shard_once(spark, standalone, tmp_path, image_server):
+    """A node lost mid-download: its shards run again elsewhere; each pair ends up in images exactly once."""
+    import pyarrow as pa
+
+    from laion5b_spark.sample.pairs import generate_rows, write_pairs
+
+    urls = [f"http://images.sample.test/kill/{i}.jpg" for i in range(1600)]
+    rows = generate_rows(len(urls), 5, source_file="crawl-data/x/k.wat.gz").set_column(1, "url", pa.array(urls))
+    lake = tmp_path / "kill"
+    write_pairs(Lake(str(lake)), {"k": rows}, table="pairs_unique")
+    _ensure_two_workers(standalone)
+    proc = subprocess.Popen([str(ROOT / "deploy" / "submit.sh"), "--properties-file", str(standalone["conf"]),
+                             str(ROOT / "jobs" / "download.py"), "--lake", str(lake), *image_server,
+                             "--set", "run.commit_interval_s=0.3"],
+                            env=standalone["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    committed = wait_for_first_commit(lake, proc, table="images")
+    pid = int((standalone["dir"] / "w2.pid").read_text())
+    os.killpg(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert 1 <= committed < 16, f"the kill did not land mid-run (committed={committed})"
+    assert proc.returncode == 0, err[-3000:]
+    t = Lake(str(lake)).table("images")
+    assert len({e["unit"] for e in t.entries()}) == len(t.entries()) == 16
+    got = t.read_arrow(columns=["uid"]).column("uid").to_pylist()
+    assert sorted(got) == sorted(rows.column("uid").to_pylist())
