@@ -40,7 +40,8 @@ class DownloadJob(UnitJob):
     epilog = """examples:
   spark-submit --properties-file conf/spark/local.conf jobs/download.py --lake ./lake
   spark-submit jobs/download.py --lake s3://bucket/lake --denylist lists/image-sha256.txt \\
-      --set download.image_size=384 --set download.resize_mode=center_crop
+      --set download.image_size=384 --set download.resize_mode=center_crop --set download.webdataset=true
+  spark-submit jobs/download.py --lake ./lake --retry-failed      # once more at the timeouts, 5xx and 429s
 
 safety: only public addresses are fetched (private, loopback, link-local and metadata addresses are refused,
 also after redirects); download.allow admits networks, e.g. --set 'download.allow=["10.0.0.0/8"]'.
