@@ -29,7 +29,7 @@ REASONS: dict[str, str] = {
     "truncated_file": "input ends in the middle of a record",
     "unsupported_format": "input is not a WARC/WAT file (e.g. legacy ARC)",
     "input_unreachable": "input file could not be opened or read after retries",
-    "decode_error": "body could not be decoded with any candidate charset",
+    "decode_error": "a page body in no candidate charset, or image bytes that do not decode",
     "parse_error": "unexpected error while parsing one record (a bug; the sample tells which record)",
     "unit_error": "unexpected error processing a whole unit (a bug; the sample has the traceback); retried next run",
     # download: fetching (laion5b_spark/download/safe_fetch.py)
@@ -50,6 +50,9 @@ REASONS: dict[str, str] = {
     "image_too_small": "fewer bytes than download.min_bytes or a side under download.min_image_size",
     "decompression_bomb": "more pixels than download.max_pixels, refused from the header before decoding",
     "bad_aspect_ratio": "aspect ratio above download.max_aspect_ratio",
+    # clip: images -> scored / dataset
+    "no_image": "the images row has no stored image (its download failed)",
+    "below_threshold": "CLIP similarity of image and text under the row's threshold (clip.threshold*)",
     # dedup: pairs
     "duplicate": "same dedup key (dedup.key) as an earlier row, or as a row already in pairs_unique",
     "denylisted": "URL, URL hash or image hash on a --denylist list",

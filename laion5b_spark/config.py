@@ -74,6 +74,23 @@ DEFAULTS: dict = {
         "retry_reasons": ["dns_error", "connect_error", "tls_error", "timeout", "truncated_body", "http_error",
                           "rate_limited"],
     },
+    "clip": {
+        "model": "ViT-B-32",
+        "pretrained": "laion2b_s34b_b79k",  # an open_clip tag, a checkpoint path (.safetensors/.pt), or "" (random)
+        "threshold": 0.28,  # LAION-5B English, ViT-B/32 (LAION-400M used 0.30)
+        "multilingual_model": "",  # e.g. "xlm-roberta-base-ViT-B-32" for non-English rows; "" = clip.model
+        "multilingual_pretrained": "",
+        "multilingual_threshold": 0.26,
+        "english": ["en"],  # languages clip.model scores when a multilingual model is set
+        "batch_size": 256,  # images per model call (the GPU batch)
+        "read_rows": 1024,  # images rows read and decoded at once: bounds a task's memory
+        "decode_threads": 8,
+        "nsfw_head": "",  # .safetensors of the NSFW MLP (docs/CLIP.md); "" = punsafe stays null
+        "watermark_model": "",  # .safetensors of the watermark classifier; "" = pwatermark stays null
+        "watermark_arch": "efficientnet_b3a",
+        "watermark_size": 256,
+        "watermark_class": 0,
+    },
     "dedup": {
         # "url_text": one row per (normalized URL, text) - LAION-400M; "url": one row per normalized URL - LAION-5B
         "key": "url_text",

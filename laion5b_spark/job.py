@@ -58,6 +58,7 @@ class UnitResult:
     failed_reason: str | None = None  # set when the whole unit could not be processed (e.g. unreachable input)
     failed_message: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # ext -> a finished local file to commit beside the rows
+    side: dict[str, pa.Table] = field(default_factory=dict)  # rows for the job's side_tables (e.g. clip's dataset)
 
 
 class Job:
@@ -126,6 +127,8 @@ class Job:
 class UnitJob(Job):
     dry_run_help = "list the units that would run, then stop"
     row_group_size = 128 * 1024  # rows per parquet row group of a unit's file (image tables want fewer)
+    side_tables: tuple[str, ...] = ()  # tables a unit also writes to, committed just before the output table
+    arrow_udf = False  # run units in an iterator Arrow UDF (mapInArrow) instead of an RDD foreach
 
     # -- what a job overrides --------------------------------------------------------------------------
     def list_units(self, args: argparse.Namespace, cfg: dict, lake: Lake) -> list[Unit]:
@@ -154,7 +157,7 @@ class UnitJob(Job):
         record = self.new_record(run_id, argv, lake, cfg)
         record["units"] = {"total": len(units), "already_committed": len(units) - len(todo), "to_run": len(todo)}
         lake.write_run(self.name, run_id, record)
-        state = _RunState(todo)
+        state = _RunState(todo, self.side_tables)
         if todo:
             spark = get_session(f"laion5b-spark {self.name}", args.spark_profile)
             record["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
@@ -188,7 +191,10 @@ class UnitJob(Job):
         def spark_job() -> None:
             try:
                 sc.setJobGroup(group, f"{self.name} {len(todo)} units", interruptOnCancel=True)
-                sc.parallelize(todo, len(todo)).foreach(task)
+                if self.arrow_udf:
+                    _run_in_arrow_udf(spark, todo, task)
+                else:
+                    sc.parallelize(todo, len(todo)).foreach(task)
             except BaseException as exc:  # noqa: BLE001 - reported by the driver below
                 state.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 state.error_trace = traceback.format_exc()
@@ -236,8 +242,10 @@ class UnitJob(Job):
 class _RunState:
     """Driver-side view of a run: receipts read so far, what is committed, progress."""
 
-    def __init__(self, todo: list[Unit]):
+    def __init__(self, todo: list[Unit], side_tables: tuple[str, ...] = ()):
         self.todo = {u.id: u for u in todo}
+        self.side_tables = side_tables
+        self.side_manifests: dict[str, dict] = {}
         self.total_bytes = sum(u.size or 0 for u in todo)
         self.seen: set[str] = set()
         self.done: dict[str, dict] = {}
@@ -250,7 +258,7 @@ class _RunState:
     def collect(self, table, run_id: str) -> None:
         if self.manifest is None:
             self.manifest = table.manifest()
-        entries, paths = [], []
+        entries, paths, fresh = [], [], []
         for r in table.receipts(run_id, skip=self.seen):
             paths.append(r.pop("_receipt_path"))
             self.seen.add(paths[-1])
@@ -260,6 +268,7 @@ class _RunState:
             if r["status"] == "done":
                 self.failed.pop(unit, None)
                 self.done[unit] = r
+                fresh.append(r)
                 entry = {k: r[k] for k in ("unit", "key", "path", "rows", "bytes", "counts")}
                 if r.get("extra"):
                     entry["extra"] = r["extra"]
@@ -269,6 +278,11 @@ class _RunState:
             else:
                 self.failed[unit] = r
         if entries:
+            for name in self.side_tables:  # first: a unit listed in the output table has its side rows listed
+                side = table.lake.table(name)
+                manifest = self.side_manifests.setdefault(name, side.manifest())
+                side.commit([dict(r["side"][name], unit=r["unit"], key=r["key"], counts={}) for r in fresh],
+                            run_id, manifest)
             table.commit(entries, run_id, self.manifest)
             table.remove_files(table.replaced_files)
         table.drop_receipts(paths)
@@ -355,8 +369,32 @@ def _run_unit(job: UnitJob, unit: Unit, cfg: dict, lake_ref: LakeRef, run_id: st
         if rows:
             path = table.data_file(unit.id, run_id, attempt)
             size += table.write_parquet(path, result.rows, job.row_group_size)
-        receipt.update(status="done", path=path, rows=rows, bytes=size, extra=extra)
+        side = {}
+        for name in job.side_tables:
+            t, srows = table.lake.table(name), result.side.get(name)
+            n = srows.num_rows if srows is not None else 0
+            spath = t.data_file(unit.id, run_id, attempt) if n else None
+            side[name] = {"path": spath, "rows": n, "bytes": t.write_parquet(spath, srows, job.row_group_size) if n else 0}
+        receipt.update(status="done", path=path, rows=rows, bytes=size, extra=extra, side=side)
     table.write_receipt(run_id, unit.id, attempt, receipt)
+
+
+def _run_in_arrow_udf(spark, todo: list[Unit], task) -> None:
+    """One partition per unit, run by an iterator Arrow UDF: what GPU stages use, so that Spark's task resources
+    (``spark.task.resource.gpu.amount``) and Arrow batching apply. Units travel pickled, one per row."""
+    import pickle
+
+    rows = [(pickle.dumps(u),) for u in todo]
+    df = spark.createDataFrame(spark.sparkContext.parallelize(rows, len(rows)), "unit binary")
+
+    def run(batches):
+        for batch in batches:
+            for blob in batch.column(0).to_pylist():
+                unit = pickle.loads(blob)
+                task(unit)
+                yield pa.record_batch([pa.array([unit.id])], names=["unit"])
+
+    df.mapInArrow(run, "unit string").write.format("noop").mode("overwrite").save()
 
 
 def _versions() -> dict:

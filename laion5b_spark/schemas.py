@@ -43,7 +43,34 @@ IMAGES = pa.schema([
     pa.field("exif", pa.string()),
 ])
 
-TABLES: dict[str, pa.Schema] = {"pairs": PAIRS, "pairs_unique": PAIRS_UNIQUE, "images": IMAGES}
+# one row per images row: every pair scored or counted (no_image, decode_error), embeddings in fp16
+SCORED = pa.schema([
+    pa.field("uid", pa.int64(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),  # scored | no_image | decode_error
+    pa.field("model", pa.string()),  # the CLIP model that scored the row (per language: clip.multilingual_*)
+    pa.field("similarity", pa.float32()),  # cosine of the image and text embeddings
+    pa.field("punsafe", pa.float32()),  # null without clip.nsfw_head
+    pa.field("pwatermark", pa.float32()),  # null without clip.watermark_model
+    pa.field("passed", pa.bool_()),  # similarity >= the row's threshold
+    pa.field("image_embedding", pa.list_(pa.float16())),  # L2-normalized
+    pa.field("text_embedding", pa.list_(pa.float16())),
+])
+
+# the release: the rows that pass, LAION's columns
+DATASET = pa.schema([
+    pa.field("url", pa.string(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("width", pa.int32()),
+    pa.field("height", pa.int32()),
+    pa.field("similarity", pa.float32(), nullable=False),
+    pa.field("punsafe", pa.float32()),
+    pa.field("pwatermark", pa.float32()),
+    pa.field("language", pa.string(), nullable=False),
+    pa.field("uid", pa.int64(), nullable=False),
+])
+
+TABLES: dict[str, pa.Schema] = {"pairs": PAIRS, "pairs_unique": PAIRS_UNIQUE, "images": IMAGES, "scored": SCORED,
+                                "dataset": DATASET}
 
 
 def check(table_name: str, table: pa.Table) -> None:

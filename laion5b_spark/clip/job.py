@@ -1,0 +1,122 @@
+"""The clip job: ``images`` -> ``scored`` (every row) and ``dataset`` (the rows that pass), one unit per images file.
+
+Units run in an iterator Arrow UDF (UnitJob.arrow_udf): the models load once per Python worker on the GPU Spark
+gave the task (device.py), a task reads its images file ``clip.read_rows`` rows at a time, and writes one scored
+file and one dataset file, committed together by the driver (dataset first).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..accounting import ErrorSamples, Ledger
+from ..config import ConfigError
+from ..job import Unit, UnitJob, UnitResult
+from ..lake import Lake, LakeError
+from ..schemas import DATASET, SCORED
+from .device import task_device
+from .score import ClipSettings, Scorer
+
+_COLUMNS = ["uid", "url", "text", "language", "width", "height", "jpg"]
+_local = threading.local()
+
+
+class ClipJob(UnitJob):
+    name = "clip"
+    input_table = "images"
+    output_table = "scored"
+    side_tables = ("dataset",)
+    arrow_udf = True
+    row_group_size = 10_000
+    description = ("images -> scored (CLIP similarity, embeddings, punsafe, pwatermark for every row) and dataset "
+                   "(the rows whose similarity reaches their threshold: the release).\n\n"
+                   "One Spark task per images file, in an Arrow UDF; on GPU executors each task uses the GPU Spark "
+                   "assigned to it.")
+    epilog = """examples:
+  spark-submit --properties-file conf/spark/local.conf jobs/clip.py --lake ./lake \\
+      --set clip.model=ViT-B-32 --set clip.pretrained=/models/vit-b-32.safetensors
+  spark-submit --properties-file conf/spark/cluster-10n-gpu.conf jobs/clip.py --lake s3://bucket/lake \\
+      --config conf/pipeline/laion5b.toml
+
+weights: clip.pretrained takes an open_clip tag (fetched on a connected cluster), a local checkpoint, or "" for
+random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwatermark stay null (the run says so).
+"""
+
+    def list_units(self, args, cfg, lake: Lake) -> list[Unit]:
+        _settings(cfg)
+        entries = lake.table(self.input_table).entries()
+        if not entries:
+            raise LakeError(f"{lake.table(self.input_table).root} has no committed rows: run jobs/download.py first")
+        return [Unit(key=e["path"], source=e["path"], size=e["bytes"],
+                     meta=(("lake", lake.url), ("rows", e["rows"]))) for e in entries]
+
+    def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
+        scorer, device = _worker_scorer(cfg)
+        images = Lake(unit.get("lake"), cfg["lake"]["storage_options"]).table(self.input_table)
+        step = max(1, int(cfg["clip"]["read_rows"]))
+        scored, dataset = [], []
+        ledger = Ledger("clip", rows_in=unit.get("rows"))
+        for start in range(0, unit.get("rows"), step):
+            rows = images.read_rows(unit.source, start, min(start + step, unit.get("rows")), _COLUMNS)
+            s = scorer.score(rows)
+            scored.append(s)
+            passed = pc.fill_null(s.column("passed"), False)
+            keep = rows.filter(passed)
+            ks = s.filter(passed)
+            dataset.append(pa.table({
+                "url": keep.column("url"), "text": keep.column("text"), "width": keep.column("width"),
+                "height": keep.column("height"), "similarity": ks.column("similarity"),
+                "punsafe": ks.column("punsafe"), "pwatermark": ks.column("pwatermark"),
+                "language": keep.column("language"), "uid": keep.column("uid")}, schema=DATASET))
+            for reason in ("no_image", "decode_error"):  # the status is the reason
+                for uid in s.filter(pc.equal(s.column("status"), reason)).column("uid").to_pylist():
+                    ledger.fail(reason)
+                    errors.add(reason, f"uid {uid}", source=unit.source)
+            below = pc.and_(pc.equal(s.column("status"), "scored"), pc.invert(passed))
+            n_below = pc.sum(below.cast(pa.int64())).as_py() or 0
+            if n_below:
+                ledger.drop("below_threshold", n_below)
+            ledger.rows_out += keep.num_rows
+        out = pa.concat_tables(scored) if scored else SCORED.empty_table()
+        release = pa.concat_tables(dataset) if dataset else DATASET.empty_table()
+        info = {"scored": int(pc.sum(pc.equal(out.column("status"), "scored").cast(pa.int64())).as_py() or 0),
+                "passed": release.num_rows, "punsafe_null": out.column("punsafe").null_count,
+                "rows_by_device": {device: out.num_rows}}
+        return UnitResult(out, {"clip": ledger}, errors, info, side={"dataset": release})
+
+    def describe_info(self, info: dict) -> list[str]:
+        lines = []
+        if info.get("scored"):
+            lines.append(f"{info['scored']:,} images scored, {info.get('passed', 0):,} pass "
+                         f"({100 * info.get('passed', 0) / info['scored']:.1f}%) -> dataset")
+            if info.get("punsafe_null", 0) >= info["scored"]:
+                lines.append("punsafe and pwatermark are null: no clip.nsfw_head / clip.watermark_model given")
+        return lines
+
+
+def _settings(cfg: dict) -> ClipSettings:
+    c = cfg["clip"]
+    try:
+        return ClipSettings(model=c["model"], pretrained=c["pretrained"], threshold=float(c["threshold"]),
+                            multilingual_model=c["multilingual_model"],
+                            multilingual_pretrained=c["multilingual_pretrained"],
+                            multilingual_threshold=float(c["multilingual_threshold"]), english=tuple(c["english"]),
+                            batch_size=int(c["batch_size"]), decode_threads=int(c["decode_threads"]),
+                            nsfw_head=c["nsfw_head"], watermark_model=c["watermark_model"],
+                            watermark_arch=c["watermark_arch"], watermark_size=int(c["watermark_size"]),
+                            watermark_class=int(c["watermark_class"]))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"clip settings: {exc}") from exc
+
+
+def _worker_scorer(cfg: dict) -> tuple[Scorer, str]:
+    """One Scorer per Python worker and device (Spark reuses workers: the model loads once)."""
+    settings, device = _settings(cfg), task_device()
+    key = (settings, device)
+    state = getattr(_local, "state", None)
+    if state is None or state[0] != key:
+        _local.state = (key, Scorer(settings, device))
+    return _local.state[1], device

@@ -1,0 +1,98 @@
+"""The clip job on Spark (Arrow UDF): every images row scored or counted, the release keeps the fitting pairs,
+a failed unit is redone by the rerun and the tables equal an uninterrupted run's."""
+
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from laion5b_spark import schemas
+from laion5b_spark.clip.job import ClipJob
+from laion5b_spark.lake import Lake
+from laion5b_spark.sample import shapes
+from laion5b_spark.sample.pairs import write_pairs
+
+pytestmark = pytest.mark.spark
+ASSET = os.path.join(os.path.dirname(shapes.__file__), "assets", "l5s-tiny-shapes")
+
+
+def images_rows(n: int, seed: int, start_uid: int) -> tuple[pa.Table, list[bool]]:
+    pairs = shapes.pairs(n, seed)
+    jpg = [b for b, _, _ in pairs]
+    jpg[3], jpg[7] = None, b"\xff\xd8broken"  # a failed download and an image that does not decode
+    cols = {name: pa.nulls(n, schemas.IMAGES.field(name).type) for name in schemas.IMAGES.names}
+    cols.update(uid=pa.array(range(start_uid, start_uid + n), pa.int64()),
+                url=pa.array([f"http://img.test/{start_uid + i}.jpg" for i in range(n)]),
+                text=pa.array([c for _, c, _ in pairs]), language=pa.array(["en"] * n),
+                key=pa.array([f"{seed:04d}{i:06d}" for i in range(n)]),
+                status=pa.array(["failed" if b is None else "success" for b in jpg]),
+                width=pa.array([256] * n, pa.int32()), height=pa.array([256] * n, pa.int32()),
+                jpg=pa.array(jpg, pa.binary()))
+    return pa.table(cols, schema=schemas.IMAGES), [f for _, _, f in pairs]
+
+
+@pytest.fixture
+def images_lake(tmp_path):
+    a, fa = images_rows(150, 1, 0)
+    b, fb = images_rows(150, 2, 1000)
+    lake = tmp_path / "lake"
+    write_pairs(Lake(str(lake)), {"shard-a": a, "shard-b": b}, table="images")
+    return lake, dict(zip(a.column("uid").to_pylist() + b.column("uid").to_pylist(), fa + fb))
+
+
+def clip(lake, *extra) -> int:
+    threshold = json.load(open(ASSET + ".json"))["threshold"]
+    return ClipJob().main(["--lake", str(lake), "--set", "clip.model=l5s-tiny",
+                           "--set", f"clip.pretrained={ASSET}.safetensors", "--set", f"clip.threshold={threshold}",
+                           "--set", "clip.batch_size=32", "--set", "clip.read_rows=64",
+                           "--set", "run.commit_interval_s=0.5", *extra])
+
+
+def test_clip_job_scores_every_row_and_releases_the_fitting_pairs(spark, images_lake):
+    lake, fits = images_lake
+    assert clip(lake) == 0
+    scored = Lake(str(lake)).table("scored").read_arrow()
+    dataset = Lake(str(lake)).table("dataset").read_arrow()
+    schemas.check("scored", scored)
+    schemas.check("dataset", dataset)
+    assert scored.num_rows == 300 and sorted(scored.column("uid").to_pylist()) == sorted(fits)
+    status = dict(zip(scored.column("uid").to_pylist(), scored.column("status").to_pylist()))
+    assert status[3] == status[1003] == "no_image" and status[7] == status[1007] == "decode_error"
+    kept = set(dataset.column("uid").to_pylist())
+    good = [u for u in fits if status[u] == "scored"]
+    fitting = [u for u in good if fits[u]]
+    assert np.mean([u in kept for u in fitting]) >= 0.95
+    assert np.mean([u not in kept for u in good if not fits[u]]) >= 0.95
+    passed = scored.filter(pc.fill_null(scored.column("passed"), False))
+    assert set(passed.column("uid").to_pylist()) == kept and dataset.column("url")[0].as_py().startswith("http")
+    rec = Lake(str(lake)).runs("clip")[-1]
+    c = rec["counts"]["clip"]
+    assert c["rows_in"] == 300 and c["rows_out"] == len(kept)
+    assert c["failed"] == {"no_image": 2, "decode_error": 2} and c["dropped"]["below_threshold"] == 296 - len(kept)
+    assert rec["info"]["rows_by_device"] == {"cpu": 300}
+
+
+def test_a_failed_unit_is_redone_by_the_rerun_with_the_same_tables(spark, images_lake, tmp_path):
+    lake, _ = images_lake
+    images = Lake(str(lake)).table("images")
+    clean = tmp_path / "clean"  # the same images, for an uninterrupted run
+    write_pairs(Lake(str(clean)), {e["key"]: images.read_file(e["path"]) for e in images.entries()}, table="images")
+    second = images.path(images.entries()[1]["path"])
+    with open(second, "rb") as f:
+        good = f.read()
+    with open(second, "wb") as f:
+        f.write(b"not parquet")  # the unit fails (as a task on a lost GPU would); the other commits
+    clip(lake)
+    assert len(Lake(str(lake)).table("scored").entries()) == 1 and len(Lake(str(lake)).table("dataset").entries()) == 1
+    with open(second, "wb") as f:
+        f.write(good)
+    assert clip(lake) == 0
+    runs = Lake(str(lake)).runs("clip")
+    assert runs[-1]["units"]["already_committed"] == 1 and runs[-1]["units"]["done"] == 1
+    assert clip(clean) == 0
+    for t in ("scored", "dataset"):
+        a, b = (Lake(str(x)).table(t).read_arrow().sort_by("uid") for x in (lake, clean))
+        assert a.num_rows and a.equals(b)
