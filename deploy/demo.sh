@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded (generated) sample crawl. `make demo` runs this.
-# Stages so far: extract, dedup, download. Each later stage adds its spark-submit line here.
+# Stages so far: extract, dedup, download, clip. Each later stage adds its spark-submit line here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -30,6 +30,9 @@ port=$(cat "$portfile")
 echo "== download: $lake/pairs_unique -> $lake/images (sample image server on 127.0.0.1:$port)"
 $submit jobs/download.py --lake "$lake" --config conf/pipeline/sample.toml \
   --set "download.connect_to=[\"*=127.0.0.1:$port\"]" --set "download.allow=[\"127.0.0.1:$port\"]"
+echo
+echo "== clip: $lake/images -> $lake/scored + $lake/dataset (tiny CLIP trained on coloured shapes: it judges the shape pictures)"
+$submit jobs/clip.py --lake "$lake" --config conf/pipeline/sample.toml
 echo
 echo "== the lake"
 "$py" -m laion5b_spark.describe "$lake"

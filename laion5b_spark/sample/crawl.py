@@ -77,13 +77,28 @@ def _repeated_images(site: int, page: int, image_host: str) -> list[str]:
     return out
 
 
+def _shape_images(site: int, page: int, image_host: str) -> list[str]:
+    """Pictures of coloured shapes whose alt text names them - or, for 40%, names another colour or shape: what
+    the clip stage's tiny model (trained on such pictures) can judge, so `make demo` shows the filter working.
+    The URL says what the image server draws. A separate generator, as for _repeated_images."""
+    from . import shapes
+
+    r = random.Random(site * 7_000_003 + page * 13 + 5)
+    out = []
+    for k in range(r.choice((0, 0, 1, 2, 3))):
+        c, s = shapes.sample(r)
+        cc, ss = (c, s) if r.random() < 0.6 else shapes.mismatch(c, s, r)
+        out.append(f'<img src="{image_host}/shapes/{c}-{s}/{site}-{page}-{k}.jpg" alt="{shapes.caption(cc, ss, r)}">')
+    return out
+
+
 def make_page(rng: random.Random, site: int, page: int, image_host: str = IMAGE_HOST) -> tuple[str, dict, bytes]:
     """(url, http headers, body bytes) of one generated page."""
     charset, declared, lang = rng.choice(_ENCODINGS)
     host = f"site{site}.example.org"
     url = f"http://{host}/articles/{page}.html"
     use_base = rng.random() < 0.2
-    imgs = _repeated_images(site, page, image_host)
+    imgs = _repeated_images(site, page, image_host) + _shape_images(site, page, image_host)
     n = rng.randint(0, 20)
     for k in range(n):
         src = f"{image_host}/img/{site}/{page}/{k}.jpg"

@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import random
 import threading
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from PIL import Image, ImageDraw
+
+from . import shapes
 
 # share of paths per outcome, in order; the rest are images
 OUTCOMES = (("http_404", 0.05), ("noai", 0.02), ("truncated", 0.02), ("html", 0.01), ("unavailable", 0.01))
@@ -35,8 +38,16 @@ def outcome(path: str) -> str:
 
 
 def picture(path: str) -> tuple[bytes, str]:
-    """(bytes, content type) of the image a path names: size, colours and shapes from its hash."""
+    """(bytes, content type) of the image a path names: ``/shapes/<colour>-<shape>/...`` draws that shape (what
+    the sample crawl's shape captions describe); any other path gets size, colours and blobs from its hash."""
     h = zlib.crc32(path.encode(), 7)
+    parts = path.split("/")
+    if len(parts) > 3 and parts[1] == "shapes" and parts[2].count("-") == 1:
+        colour, shape = parts[2].split("-")
+        if colour in shapes.COLOURS and shape in shapes.SHAPES:
+            buf = io.BytesIO()
+            shapes.draw(colour, shape, random.Random(h), size=384).save(buf, "JPEG", quality=90)
+            return buf.getvalue(), "image/jpeg"
     w, hgt = 200 + h % 800, 200 + (h >> 10) % 800
     im = Image.new("RGB", (w, hgt), (h % 256, (h >> 8) % 256, (h >> 16) % 256))
     draw = ImageDraw.Draw(im)
