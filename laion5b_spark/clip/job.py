@@ -7,10 +7,12 @@ file and one dataset file, committed together by the driver (dataset first).
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import torch
 
 from ..accounting import ErrorSamples, Ledger
 from ..config import ConfigError
@@ -118,5 +120,10 @@ def _worker_scorer(cfg: dict) -> tuple[Scorer, str]:
     key = (settings, device)
     state = getattr(_local, "state", None)
     if state is None or state[0] != key:
+        if device == "cpu":  # a CPU task owns spark.task.cpus cores, not the whole machine
+            from pyspark import TaskContext
+
+            ctx = TaskContext.get()
+            torch.set_num_threads(max(1, ctx.cpus() if ctx else os.cpu_count() or 1))
         _local.state = (key, Scorer(settings, device))
     return _local.state[1], device
