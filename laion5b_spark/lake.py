@@ -125,6 +125,15 @@ class Lake:
                 names.append(name)
         return sorted(names)
 
+    # -- artifacts beside the tables: knn indices and reports --------------------------------------------
+    def index_path(self, name: str, *parts: str) -> str:
+        """``LAKE/index/<name>/...``: one knn index (``image``, ``text``): its pointer file and its builds."""
+        return self.path("index", name, *parts)
+
+    def report_path(self, *parts: str) -> str:
+        """``LAKE/_reports/...``: the stats job's plots and HTML report."""
+        return self.path("_reports", *parts)
+
     def run_path(self, job: str, run_id: str) -> str:
         return self.path("_runs", job, f"{run_id}.json")
 
