@@ -53,6 +53,9 @@ REASONS: dict[str, str] = {
     # clip: images -> scored / dataset
     "no_image": "the images row has no stored image (its download failed)",
     "below_threshold": "CLIP similarity of image and text under the row's threshold (clip.threshold*)",
+    # index: near-duplicate images among the indexed rows
+    "near_duplicate": "image embedding within index.near_dup_threshold cosine of a better row (dedup_images)",
+    "exact_duplicate": "the same image bytes (sha256) as a better row (dedup_images)",
     # dedup: pairs
     "duplicate": "same dedup key (dedup.key) as an earlier row, or as a row already in pairs_unique",
     "denylisted": "URL, URL hash or image hash on a --denylist list",

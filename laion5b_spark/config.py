@@ -91,6 +91,29 @@ DEFAULTS: dict = {
         "watermark_size": 256,
         "watermark_class": 0,
     },
+    "index": {
+        # which rows get vectors: "dataset" (the release, as LAION's indices) or "scored" (every scored image)
+        "source": "dataset",
+        "image": True,  # build LAKE/index/image (image embeddings)
+        "text": True,  # build LAKE/index/text (caption embeddings)
+        # autofaiss: the index must fit max_index_memory_usage; the build may use current_memory_available
+        "max_index_memory_usage": "16G",
+        "current_memory_available": "32G",
+        "index_key": "",  # a faiss factory string to force one (e.g. "IVF4096,PQ64"); "" = autofaiss chooses
+        "index_param": "",
+        "max_index_query_time_ms": 10.0,
+        "min_nearest_neighbors_to_retrieve": 20,
+        "nb_cores": 0,  # build threads on the driver; 0 = all
+        "distributed": "",  # "pyspark": autofaiss builds index shards on the executors (5B-scale builds)
+        "recall_queries": 1000,  # sampled vectors searched exactly and in the index: recall@k in the run record
+        "recall_k": 10,
+        "seed": 0,
+        # near-duplicate images (dedup_images): image cosine >= threshold (SemDeDup's eps 0.04 -> 0.96)
+        "near_dup": True,
+        "near_dup_threshold": 0.96,
+        "near_dup_k": 16,  # neighbours searched per image
+        "near_dup_margin": 0.02,  # candidates down to threshold - margin in the index, then checked exactly
+    },
     "dedup": {
         # "url_text": one row per (normalized URL, text) - LAION-400M; "url": one row per normalized URL - LAION-5B
         "key": "url_text",

@@ -69,8 +69,19 @@ DATASET = pa.schema([
     pa.field("uid", pa.int64(), nullable=False),
 ])
 
+# one row per indexed row (the index job): near-duplicate groups from the image index, exact ones by sha256
+DEDUP_IMAGES = pa.schema([
+    pa.field("uid", pa.int64(), nullable=False),
+    pa.field("duplicate", pa.bool_(), nullable=False),  # true: not its group's representative (drop it for a release)
+    pa.field("near_dup_of", pa.int64()),  # the representative's uid (highest similarity, then smallest uid)
+    pa.field("exact_dup_of", pa.int64()),  # the representative of the rows with the same image sha256
+    pa.field("group_size", pa.int32(), nullable=False),  # rows in its group (1: no duplicate)
+    pa.field("nearest_similarity", pa.float32()),  # highest image cosine to a row of its group (null: none)
+    pa.field("sha256", pa.string()),
+])
+
 TABLES: dict[str, pa.Schema] = {"pairs": PAIRS, "pairs_unique": PAIRS_UNIQUE, "images": IMAGES, "scored": SCORED,
-                                "dataset": DATASET}
+                                "dataset": DATASET, "dedup_images": DEDUP_IMAGES}
 
 
 def check(table_name: str, table: pa.Table) -> None:
