@@ -1,8 +1,8 @@
 """Score a batch of images rows: CLIP similarity, embeddings, punsafe, pwatermark. Plain Python, no Spark.
 
-Images are decoded in a thread pool (PIL releases the GIL in its decoder) while the model encodes the previous
-chunk; chunks are ``batch_size`` rows (the GPU batch). Each row is scored by the model for its language -
-``clip.model`` for ``clip.english`` languages, ``clip.multilingual_model`` for the rest when one is set - and passes
+Images are decoded and resized to the model's input in a thread pool (PIL releases the GIL in both) while the
+model encodes the previous chunk; chunks are ``batch_size`` rows (the GPU batch), normalized on the model's device.
+Each row is scored by the model for its language - ``clip.model`` for ``clip.english`` languages, ``clip.multilingual_model`` for the rest when one is set - and passes
 when its similarity reaches that model's threshold. Rows with no image bytes (failed downloads) are ``no_image``;
 bytes that do not decode are ``decode_error``: counted, never fatal.
 """
@@ -70,13 +70,15 @@ class Scorer:
             groups.append((self.multi, self.s.multilingual_threshold,
                            [i for i in range(n) if jpgs[i] is not None and langs[i] not in english]))
         for clip, threshold, idx in groups:
-            decoded = self.pool.map(lambda i: _decode(jpgs[i]), idx)  # runs ahead while chunks encode
-            chunk: list[tuple[int, Image.Image]] = []
-            for i, im in zip(idx, decoded):
-                if im is None:
+            keep = self.watermark is not None or (self.nsfw is not None and clip is not self.main)
+            # decode and resize run ahead in the pool while chunks encode (PIL releases the GIL in both)
+            decoded = self.pool.map(lambda i: _decode(jpgs[i], clip, keep), idx)
+            chunk: list[tuple[int, Image.Image | None, object]] = []
+            for i, got in zip(idx, decoded):
+                if got is None:
                     out["status"][i] = "decode_error"
                     continue
-                chunk.append((i, im))
+                chunk.append((i, *got))
                 if len(chunk) == self.s.batch_size:
                     self._encode(clip, threshold, chunk, texts, out)
                     chunk = []
@@ -87,19 +89,18 @@ class Scorer:
         return table
 
     def _encode(self, clip: models.ClipModel, threshold: float, chunk, texts, out) -> None:
-        idx = [i for i, _ in chunk]
-        pixels = torch.stack([clip.preprocess(im) for _, im in chunk])
-        img = clip.encode_images(pixels)
+        idx = [i for i, _, _ in chunk]
+        img = clip.encode_images(clip.pixels([p for _, _, p in chunk]))
         txt = clip.encode_texts([texts[i] for i in idx])
         sim = (img * txt).sum(-1).cpu().numpy()
         punsafe = wm = None
         if self.nsfw is not None:
             base = img if clip is self.main else self.main.encode_images(
-                torch.stack([self.main.preprocess(im) for _, im in chunk]))
+                self.main.pixels([self.main.prepare(im) for _, im, _ in chunk]))
             with torch.inference_mode():
                 punsafe = self.nsfw(base).float().cpu().numpy()
         if self.watermark is not None:
-            wm = self.watermark(torch.stack([self.watermark.pixels(im) for _, im in chunk])).cpu().numpy()
+            wm = self.watermark(torch.stack([self.watermark.pixels(im) for _, im, _ in chunk])).cpu().numpy()
         img16, txt16 = img.half().cpu().numpy(), txt.half().cpu().numpy()
         for k, i in enumerate(idx):
             out["status"][i], out["model"][i] = "scored", clip.name
@@ -112,10 +113,11 @@ class Scorer:
                 out["pwatermark"][i] = float(wm[k])
 
 
-def _decode(data: bytes) -> Image.Image | None:
+def _decode(data: bytes, clip: models.ClipModel, keep_image: bool) -> tuple | None:
+    """In a pool thread: (the RGB image if the heads need it, the model's prepared pixels), or None."""
     try:
-        im = Image.open(io.BytesIO(data))
-        return im.convert("RGB")  # decodes fully here, in the pool thread
+        im = Image.open(io.BytesIO(data)).convert("RGB")  # decodes fully here
+        return (im if keep_image else None), clip.prepare(im)
     except Exception:  # noqa: BLE001 - a broken image is a counted row
         return None
 
