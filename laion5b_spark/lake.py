@@ -147,6 +147,31 @@ class Lake:
             return []
         return [r for r in (self.read_json(p) for p in paths) if r]
 
+    def jobs(self) -> list[str]:
+        """Jobs with a folder of run records under ``LAKE/_runs/``."""
+        try:
+            entries = self.fs.ls(self.path("_runs"), detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
+
+    def url_of(self, path: str) -> str:
+        """A lake path as a URL a user can open (``s3://bucket/...``; plain paths stay plain)."""
+        return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    # -- for notebooks: the pandas views live in notebook.py (imported only when asked for) ---------------
+    def summary(self):
+        """A pandas DataFrame, one row per table: rows, files, MB, runs, last updated (from the manifests)."""
+        from . import notebook
+
+        return notebook.summary_frame(self)
+
+    def run_history(self, job: str | None = None):
+        """A pandas DataFrame of run records (all jobs, or one): status, times, rows in/out per ledger."""
+        from . import notebook
+
+        return notebook.run_history_frame(self, job)
+
 
 class Table:
     def __init__(self, lake: Lake, name: str):
@@ -302,6 +327,32 @@ class Table:
             return schema.empty_table() if columns is None else schema.empty_table().select(columns)
         return self.dataset(schema).to_table(columns=columns)
 
+    # -- for notebooks: every view reads exactly the listed files (files() / dataset()) -------------------
+    def to_arrow(self, columns: list[str] | None = None, filter=None) -> pa.Table:
+        """The table (or the rows matching a pyarrow compute expression, e.g. ``pc.field("similarity") > 0.3``).
+        An empty known table gives its schema's empty table."""
+        if not self.files():  # read_arrow says what to do when the table is unknown too
+            empty = self.read_arrow(columns, schema=_declared_schema(self.name))
+            return empty if filter is None else empty.filter(filter)
+        return self.dataset().to_table(columns=columns, filter=filter)
+
+    def to_pandas(self, columns: list[str] | None = None, filter=None):
+        return self.to_arrow(columns, filter).to_pandas()
+
+    def to_duckdb(self, con=None):
+        """A DuckDB relation over the listed files. Local lakes: DuckDB reads the parquet files itself; other
+        lakes: DuckDB scans the pyarrow dataset (its fsspec filesystem), with projection and filter pushdown."""
+        from . import notebook
+
+        return notebook.duckdb_relation(self, con)
+
+    def to_spark(self, spark):
+        """A Spark DataFrame of the listed files only (``spark.read.parquet`` on a local lake, fsspec reads in
+        ``mapInArrow`` tasks on other lakes, as Spark has no s3a here)."""
+        from . import notebook
+
+        return notebook.spark_frame(self, spark)
+
     # -- staging: receipts from tasks, read by the driver's committer ------------------------------------
     def receipt_path(self, run_id: str, unit_id: str, attempt: int) -> str:
         return self.path(f"_staging/{run_id}/{unit_id}-a{attempt}.json")
@@ -352,6 +403,24 @@ class Table:
             with self.lake.fs.open(p, "rb") as f:
                 out.extend(orjson.loads(line) for line in f.read().splitlines() if line)
         return out
+
+
+def show_images(source, n: int = 16, where=None, columns: list[str] | None = None, *,
+                uids: list[int] | None = None, lake: "Lake | None" = None, thumb: int = 160):
+    """An inline HTML grid of images with captions and scores (IPython's ``HTML``; outside IPython an object
+    with ``.data`` and ``_repr_html_``). ``source``: a Lake (its ``dataset``), a Table, or a DataFrame with a
+    ``uid`` column (e.g. knn search results; give ``lake``). ``where``: a pandas query string
+    (``"similarity > 0.3"``) or a pyarrow expression. ``uids``: show these rows, in this order.
+    Image bytes come from ``images``, joined on ``uid``. Details: ``laion5b_spark.notebook.show_images``."""
+    from . import notebook
+
+    return notebook.show_images(source, n=n, where=where, columns=columns, uids=uids, lake=lake, thumb=thumb)
+
+
+def _declared_schema(name: str) -> pa.Schema | None:
+    from .schemas import TABLES
+
+    return TABLES.get(name)
 
 
 def _protocols(fs) -> tuple:
