@@ -85,6 +85,10 @@ DEFAULTS: dict = {
         "batch_size": 256,  # images per model call (the GPU batch)
         "read_rows": 1024,  # images rows read and decoded at once: bounds a task's memory
         "decode_threads": 8,
+        # per clip task, as a stage-level resource profile (standalone/YARN/K8s; ignored in local mode):
+        # 0 = the cluster's spark.task.resource.gpu.amount / spark.task.cpus, which suit the CPU stages
+        "task_gpus": 0.0,  # e.g. 0.5: two clip tasks share a GPU
+        "task_cpus": 0,  # e.g. 8: each clip task's decode pool and torch threads get 8 cores
         "nsfw_head": "",  # .safetensors of the NSFW MLP (docs/CLIP.md); "" = punsafe stays null
         "watermark_model": "",  # .safetensors of the watermark classifier; "" = pwatermark stays null
         "watermark_arch": "efficientnet_b3a",

@@ -28,6 +28,7 @@ import pyarrow as pa
 from .accounting import ErrorSamples, Ledger, ledgers_from_dict, ledgers_to_dict, sum_ledgers
 from .config import ConfigError, load_config
 from .lake import Lake, LakeError, LakeRef, new_run_id, utcnow
+from .resources import TaskResources, check_fits, stage_profile_ids, supports_task_profiles, task_profile
 from .spark import EnvironmentProblem, get_session
 
 
@@ -137,6 +138,11 @@ class UnitJob(Job):
     def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
         raise NotImplementedError
 
+    def task_resources(self, cfg: dict) -> TaskResources | None:
+        """What each of this job's tasks asks for instead of the cluster's spark.task.* defaults (Arrow UDF jobs:
+        applied as a stage-level task resource profile where Spark supports one); None = the defaults."""
+        return None
+
     # -- the rest ----------------------------------------------------------------------------------------
     def run(self, args: argparse.Namespace, argv: list[str]) -> int:
         cfg = load_config(args.config, args.set)
@@ -162,6 +168,7 @@ class UnitJob(Job):
             spark = get_session(f"laion5b-spark {self.name}", args.spark_profile)
             record["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
             self._run_spark(spark, todo, cfg, lake, table, run_id, state, log)
+            record["spark"].update(state.spark_info)
         totals = sum_ledgers([ledgers_from_dict(r["counts"]) for r in state.done.values()])
         record["info"] = sum_info([r.get("info", {}) for r in state.done.values()])
         record.update(
@@ -184,6 +191,7 @@ class UnitJob(Job):
         sc = spark.sparkContext
         job, lake_ref = self, lake.ref
         group = f"{self.name}-{run_id}"
+        profile = self._stage_profile(sc, cfg, state, log) if self.arrow_udf else None
 
         def task(unit: Unit) -> None:
             _run_unit(job, unit, cfg, lake_ref, run_id)
@@ -192,7 +200,7 @@ class UnitJob(Job):
             try:
                 sc.setJobGroup(group, f"{self.name} {len(todo)} units", interruptOnCancel=True)
                 if self.arrow_udf:
-                    _run_in_arrow_udf(spark, todo, task)
+                    _run_in_arrow_udf(spark, todo, task, profile)
                 else:
                     sc.parallelize(todo, len(todo)).foreach(task)
             except BaseException as exc:  # noqa: BLE001 - reported by the driver below
@@ -219,12 +227,30 @@ class UnitJob(Job):
             runner.join(timeout=30)
             state.error = state.error or "interrupted"
         state.collect(table, run_id)  # the last receipts
+        if profile is not None:  # what Spark applied, not only what was asked for
+            state.spark_info["stage_resource_profiles"] = stage_profile_ids(sc, group)
         if state.error and state.error_trace:
             print(state.error_trace, file=sys.stderr)
         if state.error is None and not (set(state.done) | set(state.failed)) >= {u.id for u in todo}:
             state.error = "the Spark job ended but some units wrote no receipt"
         if state.error is None:
             table.clean_staging(run_id)
+
+    def _stage_profile(self, sc, cfg, state, log):
+        res = self.task_resources(cfg)
+        if not res:
+            return None
+        asked = {"cpus": res.cpus, "gpus": res.gpus}
+        if not supports_task_profiles(sc.master):
+            log(f"task resources ({res.describe()}) not applied: Spark runs task resource profiles on standalone, "
+                f"YARN and Kubernetes, not {sc.master}; tasks get spark.task.cpus={sc.getConf().get('spark.task.cpus', '1')}")
+            state.spark_info["task_resources"] = dict(asked, applied=False)
+            return None
+        check_fits(res, sc.getConf())
+        profile = task_profile(res)
+        log(f"task resources: {res.describe()} (stage-level resource profile {profile.id})")
+        state.spark_info["task_resources"] = dict(asked, applied=True, profile_id=profile.id)
+        return profile
 
     def _print_summary(self, log, record, totals, state, table, lake) -> None:
         u = record["units"]
@@ -253,6 +279,7 @@ class _RunState:
         self.error: str | None = None
         self.error_trace: str | None = None
         self.manifest: dict | None = None  # the output table's manifest, read once per run
+        self.spark_info: dict = {}  # for the run record's "spark" (task resources asked for and applied)
         self.t0 = time.time()
 
     def collect(self, table, run_id: str) -> None:
@@ -379,9 +406,10 @@ def _run_unit(job: UnitJob, unit: Unit, cfg: dict, lake_ref: LakeRef, run_id: st
     table.write_receipt(run_id, unit.id, attempt, receipt)
 
 
-def _run_in_arrow_udf(spark, todo: list[Unit], task) -> None:
+def _run_in_arrow_udf(spark, todo: list[Unit], task, profile=None) -> None:
     """One partition per unit, run by an iterator Arrow UDF: what GPU stages use, so that Spark's task resources
-    (``spark.task.resource.gpu.amount``) and Arrow batching apply. Units travel pickled, one per row."""
+    (``spark.task.resource.gpu.amount``, or the stage's own ``profile``) and Arrow batching apply. Units travel
+    pickled, one per row."""
     import pickle
 
     rows = [(pickle.dumps(u),) for u in todo]
@@ -394,7 +422,7 @@ def _run_in_arrow_udf(spark, todo: list[Unit], task) -> None:
                 task(unit)
                 yield pa.record_batch([pa.array([unit.id])], names=["unit"])
 
-    df.mapInArrow(run, "unit string").write.format("noop").mode("overwrite").save()
+    df.mapInArrow(run, "unit string", profile=profile).write.format("noop").mode("overwrite").save()
 
 
 def _versions() -> dict:

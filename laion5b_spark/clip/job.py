@@ -18,6 +18,7 @@ from ..accounting import ErrorSamples, Ledger
 from ..config import ConfigError
 from ..job import Unit, UnitJob, UnitResult
 from ..lake import Lake, LakeError
+from ..resources import TaskResources
 from ..schemas import DATASET, SCORED
 from .device import task_device
 from .score import ClipSettings, Scorer
@@ -49,11 +50,18 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
 
     def list_units(self, args, cfg, lake: Lake) -> list[Unit]:
         _settings(cfg)
+        self.task_resources(cfg)  # a bad value stops the run before any work
         entries = lake.table(self.input_table).entries()
         if not entries:
             raise LakeError(f"{lake.table(self.input_table).root} has no committed rows: run jobs/download.py first")
         return [Unit(key=e["path"], source=e["path"], size=e["bytes"],
                      meta=(("lake", lake.url), ("rows", e["rows"]))) for e in entries]
+
+    def task_resources(self, cfg: dict) -> TaskResources | None:
+        try:
+            return TaskResources(cpus=int(cfg["clip"]["task_cpus"]), gpus=float(cfg["clip"]["task_gpus"])) or None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"clip.task_cpus / clip.task_gpus: {exc}") from exc
 
     def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
         scorer, device = _worker_scorer(cfg)
