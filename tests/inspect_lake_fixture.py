@@ -45,7 +45,7 @@ def _pairs_rows(items: list[tuple[str, str]], source_file: str) -> pa.Table:
     }, schema=schemas.PAIRS)
 
 
-def _commit(lake: Lake, table: str, units: dict[str, tuple[pa.Table, dict]], run_id: str) -> None:
+def _commit(lake: Lake, table: str, units: dict[str, tuple[pa.Table, dict]], run_id: str, **kw) -> None:
     t = lake.table(table)
     entries = []
     for key, (rows, counts) in units.items():
@@ -53,7 +53,7 @@ def _commit(lake: Lake, table: str, units: dict[str, tuple[pa.Table, dict]], run
         rel = t.data_file(uid, run_id, 0)
         entries.append({"unit": uid, "key": key, "path": rel, "rows": rows.num_rows,
                         "bytes": t.write_parquet(rel, rows, row_group_size=16), "counts": counts})
-    t.commit(entries, run_id)
+    t.commit(entries, run_id, **kw)
 
 
 def _record(lake: Lake, job: str, run_id: str, table: str, counts: dict, rows: int) -> None:
@@ -88,7 +88,8 @@ def build(root: str) -> str:
     # dedup: one batch, counts in the run record only (as the real job: a batch has no per-unit ledger)
     rid = new_run_id()
     unique = _pairs_rows(items, "crawl/a.warc.wat.gz")
-    _commit(lake, "pairs_unique", {"batch-0": (unique, {})}, rid)
+    _commit(lake, "pairs_unique", {"batch-0": (unique, {})}, rid,
+            consumed={"pairs": [e["path"] for e in lake.table("pairs").entries()]})
     dedup = Ledger("pairs", rows_in=N + DUPLICATES, rows_out=N)
     dedup.drop("duplicate", DUPLICATES)
     _record(lake, "dedup", rid, "pairs_unique", {"pairs": dedup.to_dict()}, N)
