@@ -53,7 +53,7 @@ def clip(lake, *extra) -> int:
 
 def test_clip_job_scores_every_row_and_releases_the_fitting_pairs(spark, images_lake):
     lake, fits = images_lake
-    assert clip(lake) == 0
+    assert clip(lake, "--set", "clip.task_cpus=1") == 0
     scored = Lake(str(lake)).table("scored").read_arrow()
     dataset = Lake(str(lake)).table("dataset").read_arrow()
     schemas.check("scored", scored)
@@ -73,6 +73,8 @@ def test_clip_job_scores_every_row_and_releases_the_fitting_pairs(spark, images_
     assert c["rows_in"] == 300 and c["rows_out"] == len(kept)
     assert c["failed"] == {"no_image": 2, "decode_error": 2} and c["dropped"]["below_threshold"] == 296 - len(kept)
     assert rec["info"]["rows_by_device"] == {"cpu": 300}
+    # local mode refuses task resource profiles: the request is recorded as not applied, the run goes on
+    assert rec["spark"]["task_resources"] == {"cpus": 1, "gpus": 0.0, "applied": False}
 
 
 def test_a_failed_unit_is_redone_by_the_rerun_with_the_same_tables(spark, images_lake, tmp_path):

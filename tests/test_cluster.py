@@ -11,11 +11,14 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import orjson
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from conftest import ROOT, free_port, wait_for_first_commit
+from laion5b_spark.clip.score import embeddings_array
 from laion5b_spark.lake import Lake
 
 pytestmark = pytest.mark.cluster
@@ -137,14 +140,22 @@ def _files(lake, table):
     return [pq.read_table(t.path(e["path"])) for e in t.entries()]
 
 
-def test_cluster_table_equals_local(spark, standalone, tmp_path, sample_crawl, image_server):
+@pytest.fixture(scope="module")
+def downloaded(spark, standalone, tmp_path_factory, sample_crawl, image_server):
+    """The sample crawl through extract, dedup and download on the cluster, and the same locally."""
+    tmp_path = tmp_path_factory.mktemp("downloaded")
     inputs = [os.path.join(sample_crawl["root"], p) for p in sample_crawl["wat"] + sample_crawl["warc"]]
     lake = tmp_path / "cluster"
     out = _submit(standalone, lake, inputs)
-    assert "6 units done" in out.stdout
     _submit(standalone, lake, [], job="dedup")
     _submit(standalone, lake, [], job="download", args=image_server)
     local = _local(tmp_path, inputs, dedup=True, download=image_server)
+    return {"cluster": lake, "local": local, "extract_stdout": out.stdout}
+
+
+def test_cluster_table_equals_local(standalone, downloaded):
+    lake, local = downloaded["cluster"], downloaded["local"]
+    assert "6 units done" in downloaded["extract_stdout"]
     assert _rows(lake) == _rows(local)
     a, b = _files(lake, "pairs_unique"), _files(local, "pairs_unique")  # the same rows in the same files
     assert a and len(a) == len(b) and all(x.equals(y) for x, y in zip(a, b))
@@ -219,3 +230,48 @@ def test_worker_killed_mid_download_every_shard_once(spark, standalone, tmp_path
     assert len({e["unit"] for e in t.entries()}) == len(t.entries()) == 16
     got = t.read_arrow(columns=["uid"]).column("uid").to_pylist()
     assert sorted(got) == sorted(rows.column("uid").to_pylist())
+
+
+def _clip_args(*extra):
+    from laion5b_spark.sample import shapes
+
+    asset = os.path.join(os.path.dirname(shapes.__file__), "assets", "l5s-tiny-shapes")
+    with open(asset + ".json") as f:
+        threshold = orjson.loads(f.read())["threshold"]
+    return ["--set", "clip.model=l5s-tiny", "--set", f"clip.pretrained={asset}.safetensors",
+            "--set", f"clip.threshold={threshold}", "--set", "clip.batch_size=32", "--set", "clip.read_rows=64",
+            "--set", "run.commit_interval_s=0.5", *extra], threshold
+
+
+def test_cluster_clip_equals_local(standalone, downloaded):
+    """clip on the cluster (with a stage-level task profile) gives the local run's scored and dataset tables."""
+    from laion5b_spark.clip.job import ClipJob
+
+    args, threshold = _clip_args("--set", "clip.task_cpus=1")
+    lake, local = downloaded["cluster"], downloaded["local"]
+    _ensure_two_workers(standalone)
+    _submit(standalone, lake, [], job="clip", args=args)
+    assert ClipJob().main(["--lake", str(local), *args]) == 0
+    rec = Lake(str(lake)).runs("clip")[-1]
+    assert rec["spark"]["master"] == standalone["master"] and rec["status"] == "succeeded"
+    asked = rec["spark"]["task_resources"]
+    assert asked["applied"] and asked["cpus"] == 1 and asked["profile_id"] != 0
+    assert rec["spark"]["stage_resource_profiles"] == [asked["profile_id"]]  # Spark ran the stage with it
+    assert Lake(str(local)).runs("clip")[-1]["spark"]["task_resources"]["applied"] is False  # local mode
+    # The same tiny model on CPU, one torch thread per task on both sides: bit-identical is expected; 1e-5 leaves
+    # room for BLAS kernels that depend on how rows fall into batches (files are cut alike, so they should not).
+    tol = 1e-5
+    for name in ("scored", "dataset"):
+        a, b = (Lake(str(x)).table(name).read_arrow().sort_by("uid") for x in (lake, local))
+        assert a.num_rows == b.num_rows > 0, name
+        sim_a, sim_b = (t.column("similarity").to_numpy(zero_copy_only=False) for t in (a, b))
+        assert np.allclose(sim_a, sim_b, atol=tol, rtol=0, equal_nan=True), name
+        near = np.abs(np.nan_to_num(sim_b, nan=-9) - threshold) < tol  # a pass may flip only at the threshold
+        keep = [c for c in a.column_names if c not in ("similarity", "image_embedding", "text_embedding")]
+        ra, rb = a.select(keep).to_pylist(), b.select(keep).to_pylist()
+        assert [r for r, n in zip(ra, near) if not n] == [r for r, n in zip(rb, near) if not n], name
+    a, b = (Lake(str(x)).table("scored").read_arrow().sort_by("uid") for x in (lake, local))
+    assert set(a.column("status").to_pylist()) >= {"scored"} and pc.sum(pc.fill_null(a.column("passed"), False)).as_py()
+    for col in ("image_embedding", "text_embedding"):
+        ea, eb = embeddings_array(a.column(col)), embeddings_array(b.column(col))
+        assert ea.shape == eb.shape and np.abs(ea.astype(np.float32) - eb.astype(np.float32)).max() <= 1e-3, col

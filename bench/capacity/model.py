@@ -5,6 +5,9 @@ with one GPU each, from the per-stage costs the benchmarks measured on this mach
 
 Each stage's cost comes from its bench/<stage>/last.json; a stage without one is reported as "not measured yet"
 and left out of the total (never estimated as if measured). Assumptions are parameters, printed with the result.
+The one stage figure that is not measured here is the clip GPU rate: until bench/clip/gpu.json exists (bench/clip/
+gpu_device.sh on a GPU machine) it is --gpu-img-per-s, clip-retrieval's published ~2,500 img/s for ViT-B/32 on
+one A100, and every line that uses it says ASSUMPTION.
 """
 
 from __future__ import annotations
@@ -23,8 +26,11 @@ BUILDS = {  # release rows, nodes, cores per node, GPUs per node
 }
 
 
-def measured(stage: str) -> dict | None:
-    p = os.path.join(BENCH, stage, "last.json")
+GOAL = "LAION-5B, 10 nodes x 16 cores + 1 GPU"
+
+
+def measured(stage: str, name: str = "last.json") -> dict | None:
+    p = os.path.join(BENCH, stage, name)
     if not os.path.exists(p):
         return None
     with open(p) as f:
@@ -42,11 +48,19 @@ def main() -> int:
     ap.add_argument("--download-ok", type=float, default=0.55, help="share of unique URLs that download")
     ap.add_argument("--unique", type=float, default=0.70, help="share of extracted pairs left after dedup")
     ap.add_argument("--node-gbps", type=float, default=1.0, help="input bandwidth per node for WAT reads, Gbit/s")
+    ap.add_argument("--gpu-img-per-s", type=float, default=2500.0,
+                    help="ASSUMED clip rate per GPU while bench/clip/gpu.json is missing (clip-retrieval: ViT-B/32, "
+                         "A100)")
+    ap.add_argument("--goal-days", type=float, default=5.0)
     args = ap.parse_args()
+    gpu = measured("clip", "gpu.json")
+    gpu_b32 = (gpu or {}).get("models", {}).get("ViT-B-32")
 
     ext = measured("extract")
     print("assumptions: " + ", ".join(f"{k}={v}" for k, v in vars(args).items()))
-    for build, (release, nodes, cores, _gpus) in BUILDS.items():
+    verdict = {}
+    for build, (release, nodes, cores, gpus) in BUILDS.items():
+        stages = {}  # stage -> wall seconds, for the verdict
         scored = release / args.clip_pass
         unique = scored / args.download_ok  # unique URLs to try
         extracted = unique / args.unique
@@ -60,6 +74,7 @@ def main() -> int:
             print(f"  extract : {human(max(cpu_s, net_s))} ({human(cpu_s)} CPU at {r['items_per_s']:,} pairs/s/core; "
                   f"{human(net_s)} to read {extracted * mb_per_pair / 1e6:,.0f} TB of WAT at {args.node_gbps} Gbit/s"
                   f"/node) - {'network' if net_s > cpu_s else 'CPU'}-bound")
+            stages["extract"] = max(cpu_s, net_s)
         else:
             print("  extract : not measured yet")
         dd = measured("dedup")
@@ -71,6 +86,7 @@ def main() -> int:
             print(f"  dedup   : {human(max(cpu_s, net_s))} ({human(cpu_s)} CPU at {rate:,} rows/s/core, whole job on "
                   f"the 20M-row bench, assumed linear; {shuffle_gb:,.0f} GB of keys cross the shuffle"
                   + (f", {human(net_s)} at {args.node_gbps} Gbit/s/node" if nodes > 1 else "") + ")")
+            stages["dedup"] = max(cpu_s, net_s)
         dl = measured("download")
         if dl:
             r = dl["results"].get("ours-polite") or dl["results"]["ours"]
@@ -79,11 +95,52 @@ def main() -> int:
             cpu_s = scored / rate / (nodes * cores)  # decoding successes is the cost; failures are cheap
             print(f"  download: {human(cpu_s)} CPU for {scored:,.0f} images at {rate:,} img/s/core (decode + resize to "
                   f"256 px, loopback bench with default politeness; real hosts add latency, hidden by threads)")
-        for stage, issue in (("clip", 5), ("index", 6)):
-            print(f"  {stage:8}: " + ("see bench/" + stage if measured(stage) else f"not measured yet (issue {issue})"))
-    print("\nLAION's own: img2dataset 5.8B images in 7 days on 10 nodes; ViT-L/14 embeddings on 32 A100 in ~1 week. "
-          "Goal: 5B end to end in <= 5 days on 10 nodes - undecided until every stage is measured.")
+            stages["download"] = cpu_s
+        stages.update(clip_lines(scored, nodes, cores, gpus, gpu, gpu_b32, args))
+        print("  index   : not measured yet (issue 6)")
+        if stages:
+            limit = max(stages, key=stages.get)
+            verdict[build] = (limit, stages[limit], sum(stages.values()))
+            print(f"  => longest stage: {limit} ({human(stages[limit])}); stages one after the other: "
+                  f"{human(sum(stages.values()))}")
+    print("\nLAION's own: img2dataset 5.8B images in 7 days on 10 nodes; ViT-L/14 embeddings on 32 A100 in ~1 week.")
+    if GOAL in verdict:
+        limit, longest, total = verdict[GOAL]
+        fits = total <= args.goal_days * 86400
+        print(f"Goal: 5B end to end in <= {args.goal_days:g} days on 10 nodes: {'fits' if fits else 'does NOT fit'} "
+              f"({human(total)} with stages in sequence; index not counted). Limiting stage: {limit} "
+              f"({human(longest)}, {longest / 86400 / args.goal_days:.1f}x the whole budget)"
+              + ("" if gpu_b32 else "; the clip GPU figure in it is an ASSUMPTION, not measured") + ".")
     return 0
+
+
+def clip_lines(scored: float, nodes: int, cores: int, gpus: int, gpu: dict | None, b32: dict | None,
+               args) -> dict[str, float]:
+    """Print the clip stage on CPU (measured) and on the build's GPUs (measured or ASSUMED); return its wall time."""
+    cpu = measured("clip")
+    if cpu is None:
+        print("  clip    : not measured yet (issue 5)")
+        return {}
+    # the job's rate once running, on cpu["cores"] cores: core-seconds per 1,000 images (fp32 ViT-B-32)
+    core_s_k = 1000 * cpu["cores"] / cpu["ours_img_per_s_running"]
+    cpu_s = scored * core_s_k / 1000 / (nodes * cores)
+    print(f"  clip CPU: {human(cpu_s)} for {scored:,.0f} images at {core_s_k:,.0f} core-s per 1,000 images "
+          f"({cpu['model']} fp32, bench/clip/last.json) on {nodes * cores} cores")
+    if not gpus:
+        return {"clip": cpu_s}
+    n_gpu = nodes * gpus
+    if b32:
+        rate, src = b32["img_per_s_end_to_end"], f"measured, bench/clip/gpu.json on {gpu.get('gpu')}"
+    else:
+        rate, src = args.gpu_img_per_s, "ASSUMPTION, not measured: clip-retrieval's published ViT-B/32 rate per A100"
+    gpu_s = scored / rate / n_gpu
+    need = scored / rate / (args.goal_days * 86400)
+    print(f"  clip GPU: {human(gpu_s)} on {n_gpu} GPUs at {rate:,.0f} img/s per GPU ({src}); "
+          f"{need:,.0f} such GPUs would do it in {args.goal_days:g} days on their own")
+    if b32 and b32.get("decode_img_per_s_per_core"):
+        print(f"            decode beside it: {rate / b32['decode_img_per_s_per_core']:.1f} cores per GPU at "
+              f"{b32['decode_img_per_s_per_core']:,.0f} img/s per core (measured)")
+    return {"clip": min(cpu_s, gpu_s)}
 
 
 if __name__ == "__main__":
