@@ -1,0 +1,179 @@
+"""The index job on Spark: indices with measured recall, planted near-duplicates found (and nothing else),
+the query helper, resume (nothing to do; a crash after the export exports nothing again; new scored files make
+a new build and the old one goes), an s3:// lake, and text queries with the project's tiny CLIP."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from laion5b_spark import schemas
+from laion5b_spark.index import job as index_job
+from laion5b_spark.index import search
+from laion5b_spark.index.job import IndexJob, read_pointer
+from laion5b_spark.lake import Lake
+from laion5b_spark.sample.embeddings import make_scored_lake
+
+pytestmark = pytest.mark.spark
+FAST = ["--set", "index.recall_queries=200", "--set", "index.max_index_memory_usage=100M",
+        "--set", "index.current_memory_available=2G", "--set", "run.progress_interval_s=60"]
+
+
+def run_index(lake, *extra) -> int:
+    return IndexJob().main(["--lake", str(lake), *FAST, *extra])
+
+
+def last_run(lake: Lake) -> dict:
+    return lake.runs("index")[-1]
+
+
+def check_planted(lake: Lake, truth) -> None:
+    rows = lake.table("dedup_images").read_arrow()
+    schemas.check("dedup_images", rows)
+    d = rows.to_pandas().set_index("uid")
+    indexed = {u for u, p in truth.passed.items() if p}
+    assert set(d.index) == indexed  # one row per indexed (dataset) row
+    expected_dups = set()
+    for group in truth.near_groups + truth.exact_groups:
+        rep = min(group, key=lambda u: (-truth.similarity[u], u))
+        assert not d.loc[rep, "duplicate"]
+        for u in group:
+            if u != rep:
+                assert d.loc[u, "near_dup_of"] == rep, (group, u)
+                expected_dups.add(u)
+            assert d.loc[u, "group_size"] == len(group)
+    assert set(d.index[d["duplicate"]]) == expected_dups  # no false groups
+    for a, b in truth.exact_groups:
+        rep = min((a, b), key=lambda u: (-truth.similarity[u], u))
+        other = b if rep == a else a
+        assert d.loc[other, "exact_dup_of"] == rep
+    near = lake.runs("index")[-1]["counts"]["near_dup"]
+    assert near["dropped"]["exact_duplicate"] == len(truth.exact_groups)
+    assert near["dropped"]["near_duplicate"] == sum(len(g) - 1 for g in truth.near_groups)
+
+
+def test_index_job_builds_indices_finds_planted_duplicates_and_answers_queries(spark, tmp_path):
+    lake_dir = tmp_path / "lake"
+    truth = make_scored_lake(str(lake_dir), files=3, rows_per_file=200, seed=1)
+    assert run_index(lake_dir) == 0
+    lake = Lake(str(lake_dir))
+    r = last_run(lake)
+    assert r["status"] == "succeeded"
+    idx = r["counts"]["index"]
+    n_indexed = sum(truth.passed.values())
+    assert idx["rows_in"] == 600 and idx["rows_out"] == n_indexed and idx["failed"] == {"no_image": 3}
+    assert idx["rows_in"] == idx["rows_out"] + sum(idx["dropped"].values()) + sum(idx["failed"].values())
+    for name in ("image", "text"):
+        p = read_pointer(lake, name)
+        assert p["vectors"] == n_indexed and p["dim"] == 32
+        assert p["recall"]["recall_at_k"] >= 0.99  # autofaiss picks an exact index for 500 vectors
+        assert os.path.exists(lake.index_path(name, p["index"]))
+    check_planted(lake, truth)
+
+    base = truth.near_groups[0]
+    hits = search(lake, uid=base[0], k=3)
+    assert set(hits["uid"]) == set(base) and hits["score"].iloc[0] == pytest.approx(1.0, abs=1e-3)
+    assert hits["url"].tolist() == [f"http://img.test/{u}.jpg" for u in hits["uid"]]  # joined to dataset
+    assert list(hits["rank"]) == [1, 2, 3]
+    text_hits = search(lake, uid=base[0], k=1, index="text")
+    assert text_hits["uid"].iloc[0] == base[0]  # a caption's nearest caption is itself
+    with pytest.raises(KeyError, match="not in the image index"):
+        search(lake, uid=-5, k=3)
+
+    # a rerun with nothing new does nothing
+    runs = len(lake.runs("index"))
+    assert run_index(lake_dir) == 0
+    assert len(lake.runs("index")) == runs
+
+
+def test_a_quantized_index_still_finds_every_planted_duplicate(spark, tmp_path):
+    """IVF-PQ scores are approximate: candidates come from threshold - margin, the exact check decides."""
+    lake_dir = tmp_path / "lake"
+    truth = make_scored_lake(str(lake_dir), files=2, rows_per_file=3000, dim=64, seed=2, near_groups=30,
+                             exact_pairs=10)
+    assert run_index(lake_dir, "--set", "index.index_key=OPQ32_64,IVF16_HNSW32,PQ32", "--set", "index.text=false") == 0
+    lake = Lake(str(lake_dir))
+    p = read_pointer(lake, "image")
+    assert p["index_key"] == "OPQ32_64,IVF16_HNSW32,PQ32" and read_pointer(lake, "text") is None
+    # stated: >= 0.7 recall@10 for 32-byte codes on 64-d clustered data (0.81 measured; an exact index gives 1.0)
+    assert 0.7 <= p["recall"]["recall_at_k"] < 1.0
+    check_planted(lake, truth)
+
+
+def test_crash_after_export_resumes_without_exporting_again(spark, tmp_path, monkeypatch):
+    lake_dir = tmp_path / "lake"
+    make_scored_lake(str(lake_dir), files=3, rows_per_file=100, seed=3)
+
+    def boom(*a, **kw):
+        raise RuntimeError("killed during the build")
+
+    monkeypatch.setattr(index_job, "build", boom)
+    with pytest.raises(RuntimeError, match="killed during the build"):
+        run_index(lake_dir)
+    lake = Lake(str(lake_dir))
+    assert last_run(lake)["status"] == "failed" and read_pointer(lake, "image") is None
+    monkeypatch.undo()
+    assert run_index(lake_dir) == 0
+    r = last_run(lake)
+    assert r["status"] == "succeeded" and r["inputs"]["parts_to_export"] == 0
+    assert r["counts"]["index"]["rows_in"] == 300  # the ledger of parts exported by the crashed run
+
+
+def test_new_scored_files_make_a_new_build_and_the_old_one_goes(spark, tmp_path):
+    from laion5b_spark.sample.pairs import write_pairs
+
+    lake_dir = tmp_path / "lake"
+    make_scored_lake(str(lake_dir), files=2, rows_per_file=100, seed=4)
+    assert run_index(lake_dir, "--set", "index.text=false") == 0
+    lake = Lake(str(lake_dir))
+    old = read_pointer(lake, "image")
+    other = make_scored_lake(str(tmp_path / "other"), files=1, rows_per_file=100, seed=5)
+    src = Lake(str(tmp_path / "other"))
+    # one more scored file arrives (a new crawl); a scored unit's key is the images file it scored
+    (img,) = src.table("images").entries()
+    (new,) = write_pairs(lake, {"new-shard": src.table("images").read_file(img["path"])}, run_id="r2", table="images")
+    for name in ("scored", "dataset"):
+        (e,) = src.table(name).entries()
+        write_pairs(lake, {new["path"]: src.table(name).read_file(e["path"])}, run_id="r2", table=name)
+    assert run_index(lake_dir, "--set", "index.text=false") == 0
+    new = read_pointer(lake, "image")
+    assert new["build"] != old["build"] and not os.path.exists(lake.index_path("image", old["build"]))
+    n = sum(1 for p in json.load(open(lake_dir / "dedup_images" / "_manifest.json"))["files"])
+    assert n == 3 and lake.table("dedup_images").num_rows() == new["vectors"]
+    assert new["vectors"] == old["vectors"] + sum(other.passed.values())
+
+
+def test_index_on_an_s3_lake_equals_a_local_one(spark, tmp_path, moto_s3):
+    local = tmp_path / "lake"
+    make_scored_lake(str(local), files=2, rows_per_file=100, seed=6)
+    s3 = Lake("s3://l5s-test/index-lake", moto_s3)
+    make_scored_lake(s3, files=2, rows_per_file=100, seed=6)
+    assert run_index(local, "--set", "index.text=false") == 0
+    opts = ",".join(f'{k} = "{v}"' for k, v in moto_s3.items())
+    assert IndexJob().main(["--lake", s3.url, *FAST, "--set", "index.text=false",
+                            "--set", f"lake.storage_options={{{opts}}}"]) == 0
+    a = Lake(str(local)).table("dedup_images").read_arrow().sort_by("uid")
+    b = s3.table("dedup_images").read_arrow().sort_by("uid")
+    assert a.equals(b)
+    hits = search(s3, uid=a.column("uid")[0].as_py(), k=2)
+    assert hits["uid"].iloc[0] == a.column("uid")[0].as_py()
+
+
+def test_text_query_finds_the_shapes_it_names(spark, tmp_path):
+    """End to end with the project's tiny CLIP: clip scores shape pictures, index builds, a text query
+    returns pictures of what it names."""
+    from test_clip_job import clip, images_rows
+    from laion5b_spark.sample.pairs import write_pairs
+
+    lake_dir = tmp_path / "lake"
+    a, _ = images_rows(200, 11, 0)
+    write_pairs(Lake(str(lake_dir)), {"shard-a": a}, table="images")
+    assert clip(lake_dir) == 0
+    assert run_index(lake_dir, "--set", "index.text=false") == 0
+    hits = search(Lake(str(lake_dir)), text="a red circle", k=5)
+    assert len(hits) == 5
+    # dataset rows are pairs whose caption fits the picture: the caption says what the picture shows
+    good = sum("red" in t and "circle" in t for t in hits["text"])
+    assert good >= 4, hits[["text", "score"]]
+    assert np.all(np.diff(hits["score"].to_numpy()) <= 1e-6)
