@@ -242,8 +242,9 @@ class UnitJob(Job):
             return None
         asked = {"cpus": res.cpus, "gpus": res.gpus}
         if not supports_task_profiles(sc.master):
+            cpus = sc.getConf().get("spark.task.cpus", "1")
             log(f"task resources ({res.describe()}) not applied: Spark runs task resource profiles on standalone, "
-                f"YARN and Kubernetes, not {sc.master}; tasks get spark.task.cpus={sc.getConf().get('spark.task.cpus', '1')}")
+                f"YARN and Kubernetes, not {sc.master}; tasks get spark.task.cpus={cpus}")
             state.spark_info["task_resources"] = dict(asked, applied=False)
             return None
         check_fits(res, sc.getConf())

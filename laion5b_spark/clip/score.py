@@ -2,9 +2,10 @@
 
 Images are decoded and resized to the model's input in a thread pool (PIL releases the GIL in both) while the
 model encodes the previous chunk; chunks are ``batch_size`` rows (the GPU batch), normalized on the model's device.
-Each row is scored by the model for its language - ``clip.model`` for ``clip.english`` languages, ``clip.multilingual_model`` for the rest when one is set - and passes
-when its similarity reaches that model's threshold. Rows with no image bytes (failed downloads) are ``no_image``;
-bytes that do not decode are ``decode_error``: counted, never fatal.
+Each row is scored by the model for its language - ``clip.model`` for ``clip.english`` languages,
+``clip.multilingual_model`` for the rest when one is set - and passes when its similarity reaches that model's
+threshold. Rows with no image bytes (failed downloads) are ``no_image``; bytes that do not decode are
+``decode_error``: counted, never fatal.
 """
 
 from __future__ import annotations
