@@ -1,5 +1,6 @@
 """bench/clip/gpu.py runs on CPU with the tiny config and reports every figure it promises, each a measured number."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -26,3 +27,12 @@ def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
     assert r["limit"] in ("decode", "model", "main thread")
     assert r["target_img_per_s"] is None and r["cores_per_gpu_for_target"] is None  # targets are for ViT-B/L only
     assert "l5s-tiny:" in p.stdout and "img/s end to end" in p.stdout
+
+
+def test_the_bench_table_has_download_row_groups():
+    from laion5b_spark.download.job import DownloadJob
+
+    spec = importlib.util.spec_from_file_location("clip_gpu_bench", ROOT / "bench" / "clip" / "gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.ROW_GROUP == DownloadJob.row_group_size  # read_rows reads what a clip task would read

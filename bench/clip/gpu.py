@@ -44,6 +44,7 @@ sys.path.insert(0, ROOT)
 
 TARGETS = {"ViT-B-32": 6000, "ViT-L-14": 1500}  # img/s per H100, end to end (issue 5)
 ROWS_PER_FILE = 4096
+ROW_GROUP = 1000  # DownloadJob.row_group_size (not imported: the download stage's packages are not on a GPU box)
 COLUMNS = ["uid", "url", "text", "language", "width", "height", "jpg"]  # what the clip job reads
 
 
@@ -65,7 +66,6 @@ def make_lake(path: str, n: int, distinct: int = 512, seed: int = 0) -> None:
     import pyarrow as pa
 
     from laion5b_spark import schemas
-    from laion5b_spark.download.job import DownloadJob
     from laion5b_spark.lake import Lake
     from laion5b_spark.sample import shapes
 
@@ -90,7 +90,7 @@ def make_lake(path: str, n: int, distinct: int = 512, seed: int = 0) -> None:
         rel = t.data_file(f"bench{f:04d}", "bench", 0)
         rows = pa.table(cols, schema=schemas.IMAGES)
         entries.append({"unit": f"bench{f:04d}", "key": f"b{f}", "path": rel, "rows": m, "counts": {},
-                        "bytes": t.write_parquet(rel, rows, DownloadJob.row_group_size)})
+                        "bytes": t.write_parquet(rel, rows, ROW_GROUP)})
     t.commit(entries, "bench")
 
 
