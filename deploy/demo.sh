@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded (generated) sample crawl. `make demo` runs this.
-# Stages so far: extract, dedup, download, clip. Each later stage adds its spark-submit line here.
+# Stages: extract, dedup, download, clip, index. Each later stage adds its spark-submit line here.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -33,6 +33,12 @@ $submit jobs/download.py --lake "$lake" --config conf/pipeline/sample.toml \
 echo
 echo "== clip: $lake/images -> $lake/scored + $lake/dataset (tiny CLIP trained on coloured shapes: it judges the shape pictures)"
 $submit jobs/clip.py --lake "$lake" --config conf/pipeline/sample.toml
+echo
+echo "== index: $lake/scored -> $lake/index/{image,text} (autofaiss) + $lake/dedup_images (near and exact duplicate images)"
+$submit jobs/index.py --lake "$lake" --config conf/pipeline/sample.toml
+echo
+echo "== stats: the funnel from pairs to release, why rows left, plots -> $lake/_reports/stats/report.html (no Spark)"
+"$py" jobs/stats.py --lake "$lake"
 echo
 echo "== the lake"
 "$py" -m laion5b_spark.describe "$lake"
