@@ -117,6 +117,9 @@ DEFAULTS: dict = {
         "near_dup_threshold": 0.96,
         "near_dup_k": 16,  # neighbours searched per image
         "near_dup_margin": 0.02,  # candidates down to threshold - margin in the index, then checked exactly
+        # search parameters for the near-duplicate pass, e.g. "nprobe=16,efSearch=32" ("" = the ones autofaiss tuned
+        # for max_index_query_time_ms: one query at a time; a pass over every row can afford fewer probes per query)
+        "near_dup_index_param": "",
     },
     "dedup": {
         # "url_text": one row per (normalized URL, text) - LAION-400M; "url": one row per normalized URL - LAION-5B

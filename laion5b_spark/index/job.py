@@ -24,6 +24,7 @@ import posixpath
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -196,12 +197,11 @@ def _export(spark, lake: Lake, layout: BuildLayout, parts: list[Part], todo: lis
         progress.step(f"export: {len(todo)} parts -> {layout.root('image')}")
         spark.sparkContext.setJobDescription("index: export embeddings")
         spark.sparkContext.parallelize(todo, len(todo)).foreach(task)
-    receipts = []
-    for p in parts:
-        r = lake.read_json(layout.receipt(p))
+    with ThreadPoolExecutor(16) as pool:  # one small GET each on an object store: in parallel
+        receipts = list(pool.map(lambda p: lake.read_json(layout.receipt(p)), parts))
+    for p, r in zip(parts, receipts):
         if r is None:
             raise LakeError(f"export part {p.name} has no receipt after the export step ({layout.receipt(p)})")
-        receipts.append(r)
     return receipts
 
 
@@ -275,7 +275,8 @@ def _near_duplicates(spark, lake: Lake, layout: BuildLayout, parts: list[Part], 
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     threshold, k = float(icfg["near_dup_threshold"]), int(icfg["near_dup_k"])
     floor = threshold - float(icfg["near_dup_margin"])
-    lake_ref, build, index_rel, param = lake.ref, layout.build, pointer["index"], pointer.get("index_param")
+    lake_ref, build, index_rel = lake.ref, layout.build, pointer["index"]
+    param = icfg["near_dup_index_param"] or pointer.get("index_param")
     names = [p.name for p in with_rows]
 
     def search_step(i: int):
@@ -336,13 +337,14 @@ _worker_indices: dict = {}
 
 def _worker_index(lake: Lake, path: str, param: str | None):
     """The image index, loaded once per Python worker (copied down first from an object store)."""
-    if path not in _worker_indices:
+    key = (path, param)
+    if key not in _worker_indices:
         local = path
         if not lake.is_local:
             fd, local = tempfile.mkstemp(suffix=".index", prefix="l5s-knn-")
             os.close(fd)
             lake.fs.get_file(path, local)
-        _worker_indices.clear()
-        _worker_indices[path] = load(local, param)
-    return _worker_indices[path]
+        _worker_indices.clear()  # one index per worker: a new build replaces the last
+        _worker_indices[key] = load(local, param)
+    return _worker_indices[key]
 
