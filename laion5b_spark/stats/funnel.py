@@ -12,8 +12,6 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyarrow.compute as pc
-
 from ..accounting import REASONS, Ledger, ledgers_from_dict, sum_ledgers
 from ..lake import Lake, Table
 
@@ -169,14 +167,15 @@ def _downloaded(lake: Lake, tables: set[str], unique: Stage) -> tuple[Stage, int
     if "images" not in tables:
         return s, None
     t = lake.table("images")
-    scan = t.to_arrow(["status", "reason"])
-    status = scan.column("status")
-    ok = pc.equal(status, "success")
-    s.rows, s.rows_in = int(pc.sum(ok.cast("int64")).as_py() or 0), scan.num_rows
-    reasons = Counter(r or "unknown" for r in scan.filter(pc.invert(ok)).column("reason").to_pylist())
+    # DuckDB streams the two columns (out of core on a big table); the scan counts what the table holds now
+    got = _sql(t, "select status = 'success' as ok, coalesce(reason, 'unknown') as reason, count(*) as n "
+                  "from t group by all")
+    reasons = Counter({r: n for ok, r, n in got if not ok})
+    s.rows = sum(n for ok, _, n in got if ok)
+    s.rows_in = s.rows + sum(reasons.values())
     ledgers, source = table_ledgers(lake, t, "download")
     ledger = ledgers.get("images")
-    if ledger and ledger.rows_in == scan.num_rows and Counter(ledger.dropped) + Counter(ledger.failed) == reasons:
+    if ledger and ledger.rows_in == s.rows_in and Counter(ledger.dropped) + Counter(ledger.failed) == reasons:
         # the ledger agrees with the rows; it also says which reasons are decisions (dropped) and which failures
         s.dropped, s.failed, s.source = dict(ledger.dropped), dict(ledger.failed), f"images rows; {source}"
     else:
@@ -184,10 +183,10 @@ def _downloaded(lake: Lake, tables: set[str], unique: Stage) -> tuple[Stage, int
         if ledger:
             s.notes.append("the download ledger does not match the images rows; reasons are from the rows")
     if unique.built:
-        s.pending = max(0, unique.rows - scan.num_rows)
+        s.pending = max(0, unique.rows - s.rows_in)
         if s.pending:
             s.notes.append(f"{s.pending:,} pairs_unique rows are not downloaded yet (run jobs/download.py)")
-    return s, scan.num_rows
+    return s, s.rows_in
 
 
 def _passed_clip(lake: Lake, tables: set[str], downloaded: Stage, images_rows: int | None) -> Stage:
@@ -219,24 +218,39 @@ def _release(lake: Lake, tables: set[str], f: Funnel) -> Stage:
     s = Stage("release", "release (minus duplicates)", "dataset")
     if "dataset" not in tables:
         return s
-    uids = lake.table("dataset").to_arrow(["uid"]).column("uid")
-    s.rows_in = len(uids)
+    dataset = lake.table("dataset")
+    s.rows_in = dataset.num_rows()
     if "dedup_images" not in tables:
-        s.rows, s.source = len(uids), "dataset manifest"
+        s.rows, s.source = s.rows_in, "dataset manifest"
         f.notes.append("no dedup_images table: near-duplicate images are not removed from the release yet "
                        "(jobs/index.py writes it); release = dataset")
         return s
-    d = lake.table("dedup_images").to_arrow(["uid", "duplicate", "exact_dup_of"])
-    d = d.filter(pc.is_in(d.column("uid"), value_set=uids.combine_chunks()))
-    dup = d.filter(pc.fill_null(d.column("duplicate"), False))
-    exact = pc.and_(pc.is_valid(dup.column("exact_dup_of")), pc.not_equal(dup.column("exact_dup_of"), dup.column("uid")))
-    n_exact = int(pc.sum(pc.fill_null(exact, False).cast("int64")).as_py() or 0)
-    s.dropped = {k: v for k, v in (("exact_duplicate", n_exact), ("near_duplicate", dup.num_rows - n_exact)) if v}
-    s.rows, s.source = len(uids) - dup.num_rows, "dataset joined with dedup_images on uid"
-    unchecked = len(uids) - len(set(d.column("uid").to_pylist()))
+    # a join on uid (DuckDB: out of core when the release is big); a row is an exact duplicate when its
+    # exact-copy representative is another row, else a near duplicate
+    (exact, near, unchecked), = _sql(dataset, """
+        select count(*) filter (where x.duplicate and x.exact_dup_of is not null and x.exact_dup_of <> t.uid),
+               count(*) filter (where x.duplicate and (x.exact_dup_of is null or x.exact_dup_of = t.uid)),
+               count(*) filter (where x.uid is null)
+        from t left join x using (uid)""", x=lake.table("dedup_images"))
+    s.dropped = {k: int(v) for k, v in (("exact_duplicate", exact), ("near_duplicate", near)) if v}
+    s.rows, s.source = s.rows_in - exact - near, "dataset joined with dedup_images on uid"
     if unchecked:
         s.notes.append(f"{unchecked:,} dataset rows are not in dedup_images (not indexed yet): kept, unchecked")
     return s
+
+
+def _sql(table: Table, query: str, **others: Table) -> list[tuple]:
+    """Run ``query`` with ``t`` = table (and each keyword a view of that name) over the listed files."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        views = {"t": table.to_duckdb(con), **{n: o.to_duckdb(con) for n, o in others.items()}}
+        for name, rel in views.items():  # the relations stay referenced while the query runs (arrow scans)
+            rel.create_view(name)
+        return con.sql(query).fetchall()
+    finally:
+        con.close()
 
 
 def _take(s: Stage, ledger: Ledger) -> None:

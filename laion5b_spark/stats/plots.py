@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .columns import Similarity, Sizes
+from .columns import Histogram, Similarity, Sizes
 
 
 def _figure(w: float = 7.0, h: float = 4.0):
@@ -28,16 +28,21 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def similarity_histogram(sim: Similarity, bins: int = 50) -> bytes:
+_COLOURS = {"passed": "#2a9d8f", "below threshold": "#bbbbbb", "dataset": "#2a9d8f", "original width": "#457b9d"}
+
+
+def _bars(ax, hist: Histogram) -> None:
+    """Stacked bars of a streamed histogram (counts per bin, computed before: no values are held)."""
+    widths, bottom = np.diff(hist.edges), np.zeros(len(hist.edges) - 1)
+    for label, counts in hist.counts.items():
+        ax.bar(hist.edges[:-1], counts, width=widths, bottom=bottom, align="edge",
+               color=_COLOURS.get(label), label=f"{label} ({int(counts.sum()):,})")
+        bottom = bottom + counts
+
+
+def similarity_histogram(sim: Similarity) -> bytes:
     fig, ax = _figure()
-    lo, hi = (float(sim.values.min()), float(sim.values.max())) if len(sim.values) else (0.0, 1.0)
-    edges = np.linspace(min(lo, *sim.thresholds.values(), hi), max(hi, *sim.thresholds.values(), lo) + 1e-6, bins + 1)
-    if sim.passed is not None:
-        ax.hist([sim.values[sim.passed], sim.values[~sim.passed]], bins=edges, stacked=True,
-                label=[f"passed ({int(sim.passed.sum()):,})", f"below threshold ({int((~sim.passed).sum()):,})"],
-                color=["#2a9d8f", "#bbbbbb"])
-    else:
-        ax.hist(sim.values, bins=edges, color="#2a9d8f", label=f"dataset ({len(sim.values):,})")
+    _bars(ax, sim.hist)
     for (label, t), style in zip(sim.thresholds.items(), ("-", "--", ":")):
         ax.axvline(t, color="#d62828", linestyle=style, label=f"{label} = {t:g}")
     ax.set_xlabel("CLIP similarity (image, text)")
@@ -47,22 +52,17 @@ def similarity_histogram(sim: Similarity, bins: int = 50) -> bytes:
     return _png(fig)
 
 
-def size_histogram(sizes: Sizes, bins: int = 40) -> bytes:
+def size_histogram(sizes: Sizes) -> bytes:
     fig = Figure(figsize=(9.0, 4.0), dpi=100)
     FigureCanvasAgg(fig)
     left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    orig = sizes.original_width[~np.isnan(sizes.original_width)]
-    if len(orig):
-        left.hist(orig, bins=bins, color="#457b9d")
-    left.set_title(f"original width ({len(orig):,} images)")
+    _bars(left, sizes.original_width)
+    left.set_title(f"original width ({sizes.original_width.total:,} images)")
     left.set_xlabel("pixels")
     left.set_ylabel("images")
-    stored = np.stack([sizes.width, sizes.height], axis=1)
-    stored = stored[~np.isnan(stored).any(axis=1)]
-    if len(stored):
-        labels, counts = np.unique([f"{int(w)}x{int(h)}" for w, h in stored], return_counts=True)
-        order = np.argsort(-counts)[:12]
-        right.barh(labels[order][::-1], counts[order][::-1], color="#457b9d")
+    shown = sizes.stored[:12]
+    if shown:
+        right.barh([k for k, _ in shown][::-1], [n for _, n in shown][::-1], color="#457b9d")
     right.set_title("stored size (width x height)")
     right.set_xlabel("images")
     return _png(fig)

@@ -32,17 +32,17 @@ class Stats:
 
 
 def compute(lake: Lake, top_domains: int = 20, bins: int = 50, with_plots: bool = True) -> Stats:
-    s = Stats(funnel(lake), columns.similarity(lake), columns.sizes(lake), columns.languages(lake),
+    if not with_plots:  # the funnel alone: manifests, run records and the images status column
+        return Stats(funnel(lake), None, None, None, None, generated=utcnow())
+    s = Stats(funnel(lake), columns.similarity(lake, bins), columns.sizes(lake), columns.languages(lake),
               columns.domains(lake, top_domains), generated=utcnow())
-    if not with_plots:
-        return s
-    if s.similarity is not None and len(s.similarity.values):
-        s.plots["similarity.png"] = plots.similarity_histogram(s.similarity, bins)
+    if s.similarity is not None and s.similarity.hist.total:
+        s.plots["similarity.png"] = plots.similarity_histogram(s.similarity)
         where = ", ".join(f"{k} = {v:g}" for k, v in s.similarity.thresholds.items()) or "no clip run record"
         s.captions["similarity.png"] = f"CLIP similarity of the {s.similarity.table} rows; threshold: {where}"
     else:
         s.funnel.notes.append("no scored rows: no similarity histogram")
-    if s.sizes is not None and len(s.sizes.width):
+    if s.sizes is not None and s.sizes.original_width.total + len(s.sizes.stored):
         s.plots["image_sizes.png"] = plots.size_histogram(s.sizes)
         s.captions["image_sizes.png"] = "downloaded images: width as downloaded, and size as stored"
     if s.languages:
