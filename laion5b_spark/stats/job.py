@@ -18,10 +18,10 @@ from .report import REPORT_DIR, compute, write_report
 class StatsJob(Job):
     name = "stats"
     output_table = f"_reports/{REPORT_DIR}"
-    description = ("The lake's funnel - pairs -> pairs_unique -> downloaded -> passed CLIP -> release - with the "
-                   "reasons rows left each stage, and plots (similarity with the clip threshold, image sizes, "
-                   "languages, top image hosts), written to LAKE/_reports/stats/ with one self-contained "
-                   "report.html.\n\nNo Spark: it reads manifests, run records and a few narrow columns.")
+    description = ("The lake's funnel - pairs -> pairs_unique -> downloaded -> passed CLIP -> release - with the\n"
+                   "reasons rows left each stage, and plots (similarity with the clip threshold, image sizes,\n"
+                   "languages, top image hosts), written to LAKE/_reports/stats/ with one self-contained\n"
+                   "report.html. No Spark: it reads manifests, run records and a few narrow columns.")
     epilog = """examples:
   python jobs/stats.py --lake demo-lake
   python jobs/stats.py --lake s3://bucket/lake --config conf/pipeline/laion5b.toml
