@@ -16,7 +16,8 @@ Per model it reports:
                   to end pass; also model time share = (images / model-alone rate) / end-to-end seconds
   decode          what one decode thread does per image (JPEG decode, RGB, resize + crop to the model's input:
                   score._decode) on one thread (img/s per core) and on the --decode-threads pool
-  model alone     pre-decoded uint8 batches -> normalize on device -> encode_image + encode_text, synchronized
+  model alone     pre-decoded uint8 batches -> normalize on device -> encode_image + tokenize + encode_text,
+                  synchronized (what Scorer._encode does, without the decode)
   limit           decode or model, whichever is slower alone; "main thread" when end to end stays under 80% of
                   that bound (Arrow columns, tokenizer, the first batch of each call waiting for its decode)
 and, when decode is the limit, how many CPU cores per GPU the target needs (targets: >= 6,000 img/s ViT-B-32 and
