@@ -228,7 +228,7 @@ def _image_rows(lake: Lake, name: str, rows) -> dict[int, dict]:
 def _cell(rec: dict, img: dict, shown: list[str], thumb: int) -> str:
     text = str(rec.get("text") or "")
     caption = html.escape(text[:160] + ("…" if len(text) > 160 else ""))
-    scores = " · ".join(f"{c} {_fmt(rec.get(c))}" for c in shown if rec.get(c) is not None)
+    scores = " · ".join(f"{c} {_fmt(rec[c])}" for c in shown if not _missing(rec.get(c)))
     uri = _thumbnail(img.get("jpg"), thumb)
     if uri:
         picture = f'<img src="{uri}" alt="{html.escape(text[:80])}" style="max-width:{thumb}px;max-height:{thumb}px">'
@@ -241,6 +241,11 @@ def _cell(rec: dict, img: dict, shown: list[str], thumb: int) -> str:
     return (f'<figure style="margin:0;font:11px sans-serif" title="uid {rec["uid"]}">{picture}'
             f'<figcaption>{caption}<br><span style="color:#555">{html.escape(scores)}</span>{link}</figcaption>'
             f'</figure>')
+
+
+def _missing(v) -> bool:
+    """None, or pandas' NaN for a null (punsafe without an NSFW head): left out of the caption."""
+    return v is None or (isinstance(v, float) and v != v)
 
 
 def _fmt(v) -> str:

@@ -92,7 +92,7 @@ class Funnel:
         if reasons:
             lines += ["", "reasons:"]
             for r in reasons:
-                lines.append(f"  {r['stage']:<24}{r['kind']:<8}{r['reason']:<20}{r['rows']:>10,}{_pct(r['share']):>8}"
+                lines.append(f"  {r['stage']:<28}{r['kind']:<8}{r['reason']:<20}{r['rows']:>10,}{_pct(r['share']):>8}"
                              f"  {r['meaning']}")
         notes = self.notes + [f"{s.label}: {n}" for s in self.stages for n in s.notes]
         if notes:
