@@ -97,7 +97,7 @@ def main() -> int:
                   f"256 px, loopback bench with default politeness; real hosts add latency, hidden by threads)")
             stages["download"] = cpu_s
         stages.update(clip_lines(scored, nodes, cores, gpus, gpu, gpu_b32, args))
-        print("  index   : not measured yet (issue 6)")
+        stages.update(index_lines(release, nodes, cores))
         if stages:
             limit = max(stages, key=stages.get)
             verdict[build] = (limit, stages[limit], sum(stages.values()))
@@ -108,10 +108,28 @@ def main() -> int:
         limit, longest, total = verdict[GOAL]
         fits = total <= args.goal_days * 86400
         print(f"Goal: 5B end to end in <= {args.goal_days:g} days on 10 nodes: {'fits' if fits else 'does NOT fit'} "
-              f"({human(total)} with stages in sequence; index not counted). Limiting stage: {limit} "
+              f"({human(total)} with stages in sequence). Limiting stage: {limit} "
               f"({human(longest)}, {longest / 86400 / args.goal_days:.1f}x the whole budget)"
               + ("" if gpu_b32 else "; the clip GPU figure in it is an ASSUMPTION, not measured") + ".")
     return 0
+
+
+def index_lines(release: float, nodes: int, cores: int) -> dict[str, float]:
+    """The index stage from bench/index: two autofaiss builds (image, text) on the driver's cores, and the
+    near-duplicate pass's neighbour searches spread over every core. Linear in the vectors: a crude
+    extrapolation of one 1M-vector build (training is a near-fixed cost, adding vectors is linear)."""
+    ix = measured("index")
+    if ix is None:
+        print("  index   : not measured yet (bench/index)")
+        return {}
+    per_vector = ix["build_seconds"] * ix["cores"] / ix["vectors"]  # core-seconds per vector
+    build_s = 2 * release * per_vector / cores  # image and text, one node's cores each
+    near_s = release / ix["neighbour_search_per_s"] * ix["cores"] / (nodes * cores)
+    print(f"  index   : {human(build_s + near_s)} ({human(build_s)} for two autofaiss builds of {release:,.0f} vectors "
+          f"at {per_vector * 1e3:.2f} core-ms per vector ({ix['index_key']}, {ix['vectors']:,}-vector bench, "
+          f"assumed linear) on one node; {human(near_s)} of near-duplicate search at "
+          f"{ix['neighbour_search_per_s'] / ix['cores']:,.0f} queries/s/core on {nodes * cores} cores)")
+    return {"index": build_s + near_s}
 
 
 def clip_lines(scored: float, nodes: int, cores: int, gpus: int, gpu: dict | None, b32: dict | None,
