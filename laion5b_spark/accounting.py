@@ -53,7 +53,10 @@ REASONS: dict[str, str] = {
     # clip: images -> scored / dataset
     "no_image": "the images row has no stored image (its download failed)",
     "below_threshold": "CLIP similarity of image and text under the row's threshold (clip.threshold*)",
-    # index: near-duplicate images among the indexed rows
+    # index: rows of scored that get no vector, near-duplicate images among the indexed rows
+    "other_model": "scored by the other CLIP model of the run (index.model picks one: two models' embeddings are "
+                   "in different spaces)",
+    "stale_scored_file": "a scored file of an images file that download --retry-failed replaced (rerun clip)",
     "near_duplicate": "image embedding within index.near_dup_threshold cosine of a better row (dedup_images)",
     "exact_duplicate": "the same image bytes (sha256) as a better row (dedup_images)",
     # dedup: pairs

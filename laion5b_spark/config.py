@@ -98,6 +98,9 @@ DEFAULTS: dict = {
     "index": {
         # which rows get vectors: "dataset" (the release, as LAION's indices) or "scored" (every scored image)
         "source": "dataset",
+        # which CLIP model's rows: "main" (clip.model) or "multilingual" (clip.multilingual_model), as the last clip
+        # run was configured; LAION-5B shipped one index per subset (2B-en, 2B-multi) for this reason
+        "model": "main",
         "image": True,  # build LAKE/index/image (image embeddings)
         "text": True,  # build LAKE/index/text (caption embeddings)
         # autofaiss: the index must fit max_index_memory_usage; the build may use current_memory_available

@@ -99,6 +99,35 @@ class Lake:
         else:
             self.fs.put_file(local_path, path)
 
+    def write_parquet(self, path: str, table: pa.Table, row_group_size: int = 128 * 1024) -> int:
+        """A whole parquet file, written locally then moved/uploaded in one step. Returns its size in bytes."""
+        fd, tmp = tempfile.mkstemp(suffix=".parquet", prefix="l5s-")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
+            size = os.path.getsize(tmp)
+            self.upload(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        return size
+
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        if self.is_local:
+            return pq.read_table(path, columns=columns)
+        with self.fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    def local_copy(self, path: str, suffix: str = "") -> tuple[str, bool]:
+        """A local file with ``path``'s bytes: the file itself on a local lake, else a temporary download.
+        Returns (local path, whether it is a temporary the caller removes)."""
+        if self.is_local:
+            return path, False
+        fd, tmp = tempfile.mkstemp(suffix=suffix, prefix="l5s-")
+        os.close(fd)
+        self.fs.get_file(path, tmp)
+        return tmp, True
+
     def read_json(self, path: str) -> dict | None:
         try:
             with self.fs.open(path, "rb") as f:
@@ -277,10 +306,7 @@ class Table:
 
     def read_file(self, rel: str, columns: list[str] | None = None) -> pa.Table:
         """One data file of this table (path relative to the table, as the manifest lists it)."""
-        if self.lake.is_local:
-            return pq.read_table(self.path(rel), columns=columns)
-        with self.lake.fs.open(self.path(rel), "rb") as f:
-            return pq.read_table(f, columns=columns)
+        return self.lake.read_parquet(self.path(rel), columns)
 
     # -- data files -----------------------------------------------------------------------------------
     def data_file(self, unit_id: str, run_id: str, attempt: int, ext: str = "parquet") -> str:
@@ -290,16 +316,7 @@ class Table:
 
     def write_parquet(self, rel: str, table: pa.Table, row_group_size: int = 128 * 1024) -> int:
         """Write a whole parquet file locally, then move/upload it in one step. Returns its size in bytes."""
-        fd, tmp = tempfile.mkstemp(suffix=".parquet", prefix="l5s-")
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp, compression="zstd", row_group_size=row_group_size)
-            size = os.path.getsize(tmp)
-            self.lake.upload(tmp, self.path(rel))
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return size
+        return self.lake.write_parquet(self.path(rel), table, row_group_size)
 
     def entries(self) -> list[dict]:
         """Manifest entries that have a data file (units with no rows have none)."""

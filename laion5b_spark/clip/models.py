@@ -16,6 +16,8 @@ import numpy as np
 import open_clip
 import torch
 
+from .label import model_label
+
 open_clip.add_model_config(os.path.join(os.path.dirname(__file__), "model_configs"))
 
 _cache: dict[tuple, "ClipModel"] = {}
@@ -103,7 +105,7 @@ def load(model_name: str, pretrained: str | None, device: str) -> ClipModel:
             model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=weights,
                                                                          device=device, weights_only=True)
             model.eval()
-            label = f"{model_name}/{os.path.basename(weights) if weights else 'random'}"
+            label = model_label(model_name, weights)
             _cache[key] = ClipModel(label, model, preprocess, open_clip.get_tokenizer(model_name),
                                     torch.device(device))
         return _cache[key]

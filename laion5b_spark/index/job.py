@@ -3,16 +3,17 @@
 Steps, each with its own unit of resume:
 
 1. export (Spark, one task per scored file): embeddings of the indexed rows as .npy parts plus ids parquet,
-   into this build's folder. A part whose receipt exists is not exported again.
+   into this build's folder, per modality. A part whose receipt exists is not exported again.
 2. build (driver, or the executors with ``index.distributed = "pyspark"``): autofaiss per modality, then recall
-   against exact search. autofaiss restarts from zero when interrupted, so a build is all or nothing; a
-   committed index (its pointer ``_index.json`` names this build) is skipped.
+   against exact search. autofaiss restarts from zero when interrupted, so a build is all or nothing; an index
+   whose pointer (``_index.json``) names this build and these settings is skipped.
 3. near-duplicates (Spark, one task per part): candidates from the image index, confirmed with exact cosine,
-   grouped on the driver; ``dedup_images`` is replaced whole, its manifest naming the build.
+   grouped on the driver; ``dedup_images`` is replaced whole, its manifest naming the build, the image index run
+   and the near-duplicate settings.
 
-A build is named by the scored files it covers and its source rows: new scored files make a new build (a full
-rebuild: autofaiss indices are not appended to); a rerun after a crash finds the same build and resumes it.
-Folders of builds that nothing points to any more (crashed runs of older inputs) are removed at the start.
+A build is named by the scored files it covers, the source rows and the CLIP model: new scored files make a new
+build (a full rebuild: autofaiss indices are not appended to); a rerun after a crash finds the same build and
+resumes it. Folders of builds nothing points to any more (crashed runs over older inputs) are removed.
 """
 
 from __future__ import annotations
@@ -30,16 +31,20 @@ import numpy as np
 import pyarrow as pa
 
 from ..accounting import Ledger, ledgers_from_dict, sum_ledgers
+from ..clip.label import model_label
 from ..config import ConfigError, load_config
 from ..job import Job, Log, SparkProgress
 from ..lake import Lake, LakeError, new_run_id, utcnow
 from ..spark import get_session
 from . import neardup
 from .build import IndexSettings, Vectors, build, load, recall
-from .export import MODALITIES, SOURCES, BuildLayout, Part, export_part, read_ids, read_npy
+from .export import SOURCES, export_part, read_npy
+from .layout import MODALITIES, BuildLayout, Part, open_knn, parts_of, read_pointer, write_pointer
 
-POINTER = "_index.json"
-POINTER_FORMAT = 1
+# settings that change what an index is (a pointer with other values is rebuilt); recall/seed only measure it
+_BUILD_SETTINGS = ("max_index_memory_usage", "current_memory_available", "index_key", "index_param",
+                   "max_index_query_time_ms", "min_nearest_neighbors_to_retrieve")
+_NEAR_SETTINGS = ("near_dup_threshold", "near_dup_k", "near_dup_margin", "near_dup_index_param")
 
 
 class IndexJob(Job):
@@ -50,8 +55,9 @@ class IndexJob(Job):
     description = ("scored -> knn indices of image and text embeddings (autofaiss) in LAKE/index/{image,text}, "
                    "with recall measured against exact search, and dedup_images: near-duplicate groups from the "
                    "image index plus exact duplicates by image sha256.\n\n"
-                   "Rerunning with no new scored files does nothing; after a crash it resumes the export per part "
-                   "and rebuilds only the indices not committed yet.")
+                   "Rerunning with nothing new does nothing; new scored files make a new build. After a crash it "
+                   "resumes the export per part and rebuilds only what is not committed. Changed index settings "
+                   "rebuild the index; changed near_dup settings redo only the near-duplicate pass.")
     epilog = """examples:
   spark-submit --properties-file conf/spark/local.conf jobs/index.py --lake ./lake
   spark-submit jobs/index.py --lake ./lake --set index.max_index_memory_usage=4G \\
@@ -76,55 +82,82 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
             raise ConfigError("index.near_dup needs the image index (index.image = true)")
         log = Log(self.name)
         lake = Lake(args.lake, cfg["lake"]["storage_options"])
+        if settings.distributed and (settings.distributed != "pyspark" or not lake.is_local):
+            raise ConfigError("index.distributed = 'pyspark' needs a lake on a file system every executor mounts "
+                              "(autofaiss writes its shards there without the lake's storage options); "
+                              "use '' for an object-store lake")
+        clip = _clip_model(lake, cfg, icfg["model"])
         scored = lake.table(self.input_table)
-        entries = sorted(scored.entries(), key=lambda e: e["path"])
-        if not entries:
+        if not scored.entries():
             raise LakeError(f"{scored.root} has no committed rows: run jobs/clip.py on this lake first")
-        parts = [Part(i, e["path"], e["key"], e["rows"]) for i, e in enumerate(entries)]
-        build_id = _build_id(parts, settings.source)
+        listed_images = {e["path"] for e in lake.table("images").entries()}
+        all_parts = parts_of(scored.entries())
+        parts = [p for p in all_parts if p.images_path in listed_images]
+        stale = [p for p in all_parts if p.images_path not in listed_images]
+        if stale:  # download --retry-failed replaced their images files; clip scores the new ones under new keys
+            log(f"{len(stale)} scored files cover images files that are no longer listed (download --retry-failed "
+                f"replaced them): left out; rerun jobs/clip.py so the new images files are scored")
+        build_id = _build_id(parts, settings.source, clip["label"])
         layout = BuildLayout(lake, build_id)
+        build_cfg = {k: getattr(settings, k) for k in _BUILD_SETTINGS}
+        near_cfg = {k: icfg[k] for k in _NEAR_SETTINGS}
         pointers = {n: read_pointer(lake, n) for n in MODALITIES}
-        todo_index = [n for n in names if (pointers[n] or {}).get("build") != build_id]
+        todo_index = [n for n in names if not _current(pointers[n], build_id, build_cfg)]
         out = lake.table(self.output_table)
-        todo_near = bool(icfg["near_dup"]) and out.meta().get("build") != build_id
-        todo_parts = [p for p in parts if not layout.exported(p)] if (todo_index or todo_near) else []
-        log(f"{len(parts)} scored files ({sum(p.rows for p in parts):,} rows), source {settings.source}, build "
-            f"{build_id}: {len(todo_parts)} parts to export, indices to build: {', '.join(todo_index) or 'none'}, "
-            f"near-duplicates: {'to do' if todo_near else 'done' if icfg['near_dup'] else 'off'}")
+        image_run = (pointers["image"] or {}).get("run_id") if "image" not in todo_index else None
+        todo_near = bool(icfg["near_dup"]) and (
+            image_run is None or out.meta().get("near_dup") != dict(near_cfg, build=build_id, image_run=image_run))
+        needed = sorted(set(todo_index) | ({"image"} if todo_near else set()), key=MODALITIES.index)
+        exported = {n: layout.exported(n) for n in needed}
+        todo_parts = [(p, [n for n in needed if p.name not in exported[n]]) for p in parts]
+        todo_parts = [(p, ns) for p, ns in todo_parts if ns]
+        log(f"{len(parts)} scored files ({sum(p.rows for p in parts):,} rows), source {settings.source}, model "
+            f"{clip['label']}, build {build_id}: {len(todo_parts)} parts to export, indices to build: "
+            f"{', '.join(todo_index) or 'none'}, near-duplicates: "
+            f"{'to do' if todo_near else 'done' if icfg['near_dup'] else 'off'}")
         if args.dry_run:
-            for p in todo_parts:
-                print(f"{p.name}\t{p.rows}\t{p.scored_path}")
+            for p, ns in todo_parts:
+                print(f"{p.name}\t{p.rows}\t{p.scored_path}\t{','.join(ns)}")
             return 0
+        _remove_stale_builds(lake, {n: {build_id, (pointers[n] or {}).get("build")} for n in MODALITIES})
         if not todo_index and not todo_near:
             log(f"nothing to do: the indices and {self.output_table} already cover every scored file")
             return 0
         lake.check_writable()
         run_id = new_run_id()
         record = self.new_record(run_id, argv, lake, cfg)
-        record.update(build=build_id, inputs={"scored_files": len(parts), "rows": sum(p.rows for p in parts),
-                                              "parts_to_export": len(todo_parts)})
+        record.update(build=build_id, model=clip["label"],
+                      inputs={"scored_files": len(all_parts), "stale_scored_files": len(stale),
+                              "rows": sum(p.rows for p in all_parts), "parts_to_export": len(todo_parts)})
         lake.write_run(self.name, run_id, record)
         t0 = time.time()
+        built, near = {}, None
         try:
-            _remove_stale_builds(lake, {build_id} | {p["build"] for p in pointers.values() if p})
-            spark = get_session(f"laion5b-spark {self.name}", args.spark_profile) if todo_parts or todo_near else None
+            spark = get_session(f"laion5b-spark {self.name}", args.spark_profile) \
+                if todo_parts or todo_near or settings.distributed else None
             with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"])) if spark \
                     else contextlib.nullcontext() as progress:
-                receipts = _export(spark, lake, layout, parts, todo_parts, settings.source, progress)
-                export = sum_ledgers([ledgers_from_dict(r["counts"]) for r in receipts])["index"]
+                receipts = _export(spark, lake, layout, parts, todo_parts, settings.source, clip["label"],
+                                   needed[0], progress)
+                export = sum_ledgers([ledgers_from_dict(r["counts"]) for r in receipts]).get("index", Ledger("index"))
+                for p in stale:
+                    export.rows_in += p.rows
+                    export.fail("stale_scored_file", p.rows)
                 with_rows = [p for p, r in zip(parts, receipts) if r["rows"]]
-                built = {}
                 for name in todo_index:
                     log(f"building the {name} index: {export.rows_out:,} vectors (autofaiss)")
-                    built[name] = _build_one(lake, layout, name, with_rows, settings, run_id, cfg, log)
+                    built[name] = _build_one(lake, layout, name, with_rows, settings, build_cfg, run_id, clip)
                     log(f"{name} index: {built[name]['index_key']} ({built[name]['size_bytes'] / 1e6:,.1f} MB) in "
                         f"{built[name]['build_seconds']}s; recall@{built[name]['recall']['k']} "
                         f"{built[name]['recall']['recall_at_k']} on {built[name]['recall']['queries']} queries")
-                near = None
+                    _remove_other_runs(lake, layout, name, run_id)
+                    if pointers[name] and pointers[name]["build"] != build_id:
+                        _remove_build(lake, name, pointers[name]["build"])  # nothing points to it any more
                 if todo_near:
-                    near = _near_duplicates(spark, lake, layout, parts, receipts, icfg, run_id, progress, log)
+                    near = _near_duplicates(spark, lake, layout, with_rows, receipts, parts, near_cfg, run_id,
+                                            progress, log)
         except BaseException as exc:
-            record.update(status="failed", ended=utcnow(), seconds=round(time.time() - t0, 1),
+            record.update(status="failed", ended=utcnow(), seconds=round(time.time() - t0, 1), indices=built,
                           error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
             lake.write_run(self.name, run_id, record)
             log(f"the run failed: {record['error']}; exported parts and committed indices are kept - rerun the "
@@ -133,9 +166,6 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
         counts = {"index": export}
         if near is not None:
             counts["near_dup"] = near
-        for name, p in pointers.items():
-            if name in built and p and p["build"] != build_id:
-                _remove_build(lake, name, p["build"])  # the old build: nothing points to it any more
         record.update(status="succeeded", ended=utcnow(), seconds=round(time.time() - t0, 1),
                       counts={k: v.to_dict() for k, v in counts.items()}, indices=built,
                       table_rows=out.num_rows())
@@ -144,23 +174,16 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
         self.print_outcome(log, record, counts, out, lake)
         return 0
 
-    def describe_info(self, info: dict) -> list[str]:
-        return []
 
-
-def _build_id(parts: list[Part], source: str) -> str:
-    h = hashlib.sha1(source.encode())
+def _build_id(parts: list[Part], source: str, model: str) -> str:
+    h = hashlib.sha1(f"{source}\n{model}".encode())
     for p in parts:
         h.update(f"\n{p.scored_path}\t{p.rows}".encode())
     return h.hexdigest()[:12]
 
 
-def read_pointer(lake: Lake, name: str) -> dict | None:
-    """The committed build of index ``name`` (``LAKE/index/<name>/_index.json``), or None."""
-    p = lake.read_json(lake.index_path(name, POINTER))
-    if p is not None and p.get("format") != POINTER_FORMAT:
-        raise LakeError(f"{lake.index_path(name, POINTER)} is not a laion5b-spark index pointer")
-    return p
+def _current(pointer: dict | None, build_id: str, build_cfg: dict) -> bool:
+    return bool(pointer) and pointer["build"] == build_id and pointer.get("settings") == build_cfg
 
 
 def _remove_build(lake: Lake, name: str, build: str) -> None:
@@ -170,7 +193,8 @@ def _remove_build(lake: Lake, name: str, build: str) -> None:
         pass
 
 
-def _remove_stale_builds(lake: Lake, keep: set[str]) -> None:
+def _remove_stale_builds(lake: Lake, keep: dict[str, set]) -> None:
+    """Per modality, remove build folders other than the current build and the committed one."""
     for name in MODALITIES:
         try:
             found = lake.fs.ls(lake.index_path(name), detail=False)
@@ -178,112 +202,125 @@ def _remove_stale_builds(lake: Lake, keep: set[str]) -> None:
             continue
         for path in found:
             build = posixpath.basename(path.rstrip("/"))
-            if not build.startswith("_") and build not in keep and lake.fs.isdir(path):
+            if not build.startswith("_") and build not in keep[name] and lake.fs.isdir(path):
                 _remove_build(lake, name, build)
 
 
-def _export(spark, lake: Lake, layout: BuildLayout, parts: list[Part], todo: list[Part], source: str,
-            progress) -> list[dict]:
-    """Export the parts not exported yet (one Spark task each); every part's receipt, in part order."""
+def _remove_other_runs(lake: Lake, layout: BuildLayout, name: str, run_id: str) -> None:
+    """Index files of this build from earlier runs (a rebuild with other settings): the pointer names this run's."""
+    keep = {posixpath.basename(layout.index_file(name, run_id)), posixpath.basename(layout.infos_file(name, run_id))}
+    for path in lake.fs.glob(layout.root(name) + "/knn-*"):
+        if posixpath.basename(path) not in keep:
+            lake.fs.rm(path)
+
+
+def _export(spark, lake: Lake, layout: BuildLayout, parts: list[Part], todo: list[tuple[Part, list[str]]],
+            source: str, model: str, ledger_of: str, progress) -> list[dict]:
+    """Export what is missing (one Spark task per part); every part's receipt, in part order."""
     if todo:
         lake_ref, build = lake.ref, layout.build
 
-        def task(part: Part) -> None:
+        def task(item) -> None:
+            part, names = item
             lk = lake_ref.open()
-            lay = BuildLayout(lk, build)
-            receipt = export_part(lk, lay, part, source)
-            lk.write_json(lay.receipt(part), receipt)  # last: the part is complete
+            export_part(lk, BuildLayout(lk, build), part, source, model, names)
 
-        progress.step(f"export: {len(todo)} parts -> {layout.root('image')}")
+        progress.step(f"export: {len(todo)} parts -> {layout.root(ledger_of)}")
         spark.sparkContext.setJobDescription("index: export embeddings")
         spark.sparkContext.parallelize(todo, len(todo)).foreach(task)
     with ThreadPoolExecutor(16) as pool:  # one small GET each on an object store: in parallel
-        receipts = list(pool.map(lambda p: lake.read_json(layout.receipt(p)), parts))
+        receipts = list(pool.map(lambda p: lake.read_json(layout.receipt(ledger_of, p)), parts))
     for p, r in zip(parts, receipts):
         if r is None:
-            raise LakeError(f"export part {p.name} has no receipt after the export step ({layout.receipt(p)})")
+            raise LakeError(f"export part {p.name} has no receipt after the export step "
+                            f"({layout.receipt(ledger_of, p)})")
     return receipts
 
 
-def _local_copy(lake: Lake, remote_dir: str, local_dir: str) -> str:
-    """autofaiss reads a local folder: an object-store lake's parts are copied down first."""
-    os.makedirs(local_dir, exist_ok=True)
-    for path in lake.fs.ls(remote_dir, detail=False):
-        if path.endswith(".npy"):
-            lake.fs.get_file(path, os.path.join(local_dir, posixpath.basename(path)))
-    return local_dir
-
-
 def _build_one(lake: Lake, layout: BuildLayout, name: str, parts: list[Part], settings: IndexSettings,
-               run_id: str, cfg: dict, log) -> dict:
+               build_cfg: dict, run_id: str, clip: dict) -> dict:
     if not parts:
-        raise LakeError(f"no {settings.source} rows to index: every scored row was dropped or failed")
+        raise LakeError(f"no {settings.source} rows of {clip['label']} to index: every scored row was dropped, "
+                        "failed or scored by another model (the summary's index ledger says which)")
     work = tempfile.mkdtemp(prefix=f"l5s-index-{name}-")
+    index_file, infos_file = layout.index_file(name, run_id), layout.infos_file(name, run_id)
     try:
         if lake.is_local:
-            emb_dir, index_file, infos_file = layout.embeddings_dir(name), layout.index_file(name), \
-                layout.infos_file(name)
-        else:
-            emb_dir = _local_copy(lake, layout.embeddings_dir(name), os.path.join(work, "embeddings"))
-            index_file, infos_file = os.path.join(work, "knn.index"), os.path.join(work, "index_infos.json")
-        tmp_shards = layout.root(name) + "/_autofaiss_tmp" if settings.distributed else None
-        infos = build(emb_dir, index_file, infos_file, settings, tmp_shards)
-        index = load(index_file, infos.get("index_param"))
+            emb_dir, local_index, local_infos = layout.embeddings_dir(name), index_file, infos_file
+        else:  # autofaiss reads a local folder: an object-store lake's parts are copied down first
+            emb_dir = os.path.join(work, "embeddings")
+            os.makedirs(emb_dir)
+            for p in parts:
+                lake.fs.get_file(layout.embeddings(name, p.name), os.path.join(emb_dir, f"{p.name}.npy"))
+            local_index, local_infos = os.path.join(work, "knn.index"), os.path.join(work, "infos.json")
+        shards = os.path.join(layout.root(name), "_autofaiss_tmp") if settings.distributed else None
+        infos = build(emb_dir, local_index, local_infos, settings, shards)
+        index = load(local_index, infos.get("index_param"))
         vectors = Vectors([np.load(os.path.join(emb_dir, f"{p.name}.npy"), mmap_mode="r") for p in parts])
+        if len(vectors) != index.ntotal:
+            raise LakeError(f"autofaiss indexed {index.ntotal:,} vectors of {len(vectors):,} exported")
         rec = recall(index, vectors, settings.recall_queries, settings.recall_k, settings.seed)
         if not lake.is_local:
-            lake.upload(index_file, layout.index_file(name))
-            lake.upload(infos_file, layout.infos_file(name))
-        size = lake.fs.size(layout.index_file(name))
+            lake.upload(local_index, index_file)
+            lake.upload(local_infos, infos_file)
+        size = lake.fs.size(index_file)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
     def rel(path: str) -> str:  # the pointer names files relative to the index's folder
         return posixpath.relpath(path, lake.index_path(name))
 
     pointer = {
-        "format": POINTER_FORMAT, "name": name, "build": layout.build, "run_id": run_id, "committed": utcnow(),
-        "index": rel(layout.index_file(name)), "infos": rel(layout.infos_file(name)),
-        "embeddings": rel(layout.embeddings_dir(name)), "ids": rel(posixpath.dirname(layout.ids(name, "x"))),
-        "parts": [p.name for p in parts], "vectors": len(vectors), "dim": vectors.dim,
-        "index_key": infos.get("index_key"), "index_param": infos.get("index_param"), "size_bytes": size,
-        "build_seconds": infos["build_seconds"], "recall": rec, "source": settings.source,
-        "clip": _clip_model(lake, cfg),
+        "build": layout.build, "run_id": run_id, "committed": utcnow(), "settings": build_cfg,
+        "index": rel(index_file), "infos": rel(infos_file), "embeddings": rel(layout.embeddings_dir(name)),
+        "ids": rel(layout.ids_dir(name)), "parts": [p.name for p in parts], "part_rows": _sizes(vectors),
+        "vectors": len(vectors), "dim": vectors.dim, "index_key": infos.get("index_key"),
+        "index_param": infos.get("index_param"), "size_bytes": size, "build_seconds": infos["build_seconds"],
+        "recall": rec, "source": settings.source, "clip": clip,
     }
-    lake.write_json(lake.index_path(name, POINTER), pointer)  # the commit: readers follow the pointer
+    write_pointer(lake, name, pointer)  # the commit: readers follow the pointer
     return {k: pointer[k] for k in ("vectors", "dim", "index_key", "index_param", "size_bytes", "build_seconds",
                                     "recall")}
 
 
-def _clip_model(lake: Lake, cfg: dict) -> dict:
-    """The CLIP model that made the embeddings (the last clip run's settings): what a text query must use."""
+def _sizes(vectors: Vectors) -> list[int]:
+    return [int(b - a) for a, b in zip(vectors.offsets, vectors.offsets[1:])]
+
+
+def _clip_model(lake: Lake, cfg: dict, which: str) -> dict:
+    """The CLIP model whose rows are indexed, as the last clip run was configured: what a text query must use."""
+    if which not in ("main", "multilingual"):
+        raise ConfigError(f"index.model = {which!r}: choose main or multilingual")
     runs = [r for r in lake.runs("clip") if r.get("status") == "succeeded"]
-    c = (runs[-1]["config"]["clip"] if runs else cfg["clip"])
-    pretrained = c.get("pretrained", "")
+    c = runs[-1]["config"]["clip"] if runs else cfg["clip"]
+    model, pretrained = (c["model"], c["pretrained"]) if which == "main" else \
+        (c.get("multilingual_model"), c.get("multilingual_pretrained"))
+    if not model:
+        raise ConfigError("index.model = multilingual, but the clip run had no clip.multilingual_model")
+    label = model_label(model, pretrained)
     if pretrained and os.path.exists(pretrained):
         pretrained = os.path.abspath(pretrained)
-    return {"model": c.get("model"), "pretrained": pretrained}
+    return {"model": model, "pretrained": pretrained or "", "label": label}
 
 
-def _near_duplicates(spark, lake: Lake, layout: BuildLayout, parts: list[Part], receipts: list[dict], icfg: dict,
-                     run_id: str, progress, log) -> Ledger:
+def _near_duplicates(spark, lake: Lake, layout: BuildLayout, with_rows: list[Part], receipts: list[dict],
+                     parts: list[Part], near_cfg: dict, run_id: str, progress, log) -> Ledger:
     """Candidates per part from the committed image index, exact check, groups; dedup_images replaced whole."""
     pointer = read_pointer(lake, "image")
     if pointer is None or pointer["build"] != layout.build:
         raise LakeError("the image index of this build is not committed; near-duplicates need it")
-    with_rows = [p for p, r in zip(parts, receipts) if r["rows"]]
-    sizes = np.array([r["rows"] for p, r in zip(parts, receipts) if r["rows"]], dtype=np.int64)
+    sizes = np.array([r["rows"] for r in receipts if r["rows"]], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
-    threshold, k = float(icfg["near_dup_threshold"]), int(icfg["near_dup_k"])
-    floor = threshold - float(icfg["near_dup_margin"])
-    lake_ref, build, index_rel = lake.ref, layout.build, pointer["index"]
-    param = icfg["near_dup_index_param"] or pointer.get("index_param")
+    threshold, k = float(near_cfg["near_dup_threshold"]), int(near_cfg["near_dup_k"])
+    floor = threshold - float(near_cfg["near_dup_margin"])
+    lake_ref, build, index_path = lake.ref, layout.build, lake.index_path("image", pointer["index"])
+    param = near_cfg["near_dup_index_param"] or pointer.get("index_param")
     names = [p.name for p in with_rows]
 
     def search_step(i: int):
         lk = lake_ref.open()
-        lay = BuildLayout(lk, build)
-        index = _worker_index(lk, lk.index_path("image", index_rel), param)
-        block = np.asarray(read_npy(lk, lay.embeddings("image", names[i])), dtype=np.float32)
+        index = _worker_index(lk, index_path, param)
+        block = np.asarray(read_npy(lk, BuildLayout(lk, build).embeddings("image", names[i])), dtype=np.float32)
         a, b = neardup.candidates(index, block, int(offsets[i]), k, floor)
         owner = np.searchsorted(offsets, b, side="right") - 1
         vec = block[a - offsets[i]].astype(np.float16)
@@ -305,15 +342,16 @@ def _near_duplicates(spark, lake: Lake, layout: BuildLayout, parts: list[Part], 
     progress.step(f"near-duplicates: {len(with_rows)} parts, k={k}, cosine >= {threshold}")
     sc = spark.sparkContext
     sc.setJobDescription("index: near-duplicate candidates and exact check")
-    edges = (sc.parallelize(range(len(with_rows)), max(1, len(with_rows))).flatMap(search_step)
-             .partitionBy(max(1, len(with_rows)), lambda p: p).mapPartitionsWithIndex(confirm_step).collect())
+    n_parts = max(1, len(with_rows))
+    edges = (sc.parallelize(range(len(with_rows)), n_parts).flatMap(search_step)
+             .partitionBy(n_parts, lambda p: p).mapPartitionsWithIndex(confirm_step).collect())
     ea = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int64)
     eb = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
     ec = np.concatenate([e[2] for e in edges]) if edges else np.zeros(0, np.float32)
     ea, eb, ec = neardup.unique_pairs(ea, eb, ec)  # both ends may have found the pair: once each
-    ids = pa.concat_tables([read_ids(lake, layout.ids("image", n)) for n in names])
+    ids = pa.concat_tables([lake.read_parquet(layout.ids("image", n)) for n in names])
     rows, ledger = neardup.groups(ids.column("uid").to_numpy(), ids.column("similarity").to_numpy(zero_copy_only=False),
-                                  ids.column("sha256").to_pylist(), ea, eb, ec)
+                                  ids.column("sha256"), ea, eb, ec, ids.column("passed").to_numpy(zero_copy_only=False))
     log(f"{len(ea):,} near-duplicate pairs (cosine >= {threshold}); {ledger.rows_in - ledger.rows_out:,} of "
         f"{ledger.rows_in:,} rows are duplicates")
     table = lake.table(IndexJob.output_table)
@@ -327,7 +365,7 @@ def _near_duplicates(spark, lake: Lake, layout: BuildLayout, parts: list[Part], 
     stale = [f["path"] for f in old["files"] if f.get("path")]
     # the whole table is replaced: the new manifest lists only this build's files
     table.commit(files, run_id, dict(old, files=[]),
-                 meta={"build": build, "near_dup_threshold": threshold, "near_dup_k": k})
+                 meta={"near_dup": dict(near_cfg, build=build, image_run=pointer["run_id"])})
     table.remove_files(stale)
     return ledger
 
@@ -336,15 +374,12 @@ _worker_indices: dict = {}
 
 
 def _worker_index(lake: Lake, path: str, param: str | None):
-    """The image index, loaded once per Python worker (copied down first from an object store)."""
+    """The image index, loaded once per Python worker, searching with the task's cores."""
     key = (path, param)
     if key not in _worker_indices:
-        local = path
-        if not lake.is_local:
-            fd, local = tempfile.mkstemp(suffix=".index", prefix="l5s-knn-")
-            os.close(fd)
-            lake.fs.get_file(path, local)
-        _worker_indices.clear()  # one index per worker: a new build replaces the last
-        _worker_indices[key] = load(local, param)
-    return _worker_indices[key]
+        from pyspark import TaskContext
 
+        ctx = TaskContext.get()
+        _worker_indices.clear()  # one index per worker: a new build replaces the last
+        _worker_indices[key] = open_knn(lake, path, param, threads=ctx.cpus() if ctx else None)
+    return _worker_indices[key]

@@ -8,7 +8,8 @@ Three plain steps, each testable alone (the job runs the first two as Spark task
 2. ``confirm``: the exact cosine of each candidate pair from the exported fp16 embeddings; pairs at or above
    the threshold are edges.
 3. ``groups``: connected components of the edges plus rows sharing an image ``sha256`` (exact duplicates);
-   the representative is the row with the highest CLIP similarity, then the smallest uid.
+   the representative is a released row where the group has one (with ``index.source = "scored"``), then the
+   highest CLIP similarity, then the smallest uid.
 
 Grouping is transitive (a~b and b~c put a, b and c in one group even when a and c are further apart), as in
 SemDeDup's clusters; a high threshold keeps chains short.
@@ -19,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..accounting import Ledger
 from ..schemas import DEDUP_IMAGES
@@ -52,21 +54,28 @@ def unique_pairs(i: np.ndarray, j: np.ndarray, cos: np.ndarray) -> tuple[np.ndar
     return pairs["a"].to_numpy(), pairs["b"].to_numpy(), pairs["cos"].to_numpy(np.float32)
 
 
-def groups(uid: np.ndarray, similarity: np.ndarray, sha256: list, edges_a: np.ndarray, edges_b: np.ndarray,
-           edges_cos: np.ndarray) -> tuple[pa.Table, Ledger]:
-    """``dedup_images`` rows (in id order) and the ``near_dup`` ledger, from every indexed row and the edges."""
+def groups(uid: np.ndarray, similarity: np.ndarray, sha256, edges_a: np.ndarray, edges_b: np.ndarray,
+           edges_cos: np.ndarray, passed: np.ndarray | None = None) -> tuple[pa.Table, Ledger]:
+    """``dedup_images`` rows (in id order) and the ``near_dup`` ledger, from every indexed row and the edges.
+    ``sha256``: a string array (Arrow or list) with nulls for rows without one."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     n = len(uid)
     uid = np.asarray(uid, dtype=np.int64)
     sim = np.nan_to_num(np.asarray(similarity, dtype=np.float64), nan=-np.inf)
-    # rank: highest CLIP similarity first, then the smallest uid - the representative of any group is its best rank
-    order = np.lexsort((uid, -sim))
+    released = np.ones(n, dtype=bool) if passed is None else np.asarray(passed, dtype=bool)
+    # rank: released first, then the highest CLIP similarity, then the smallest uid - a group's best rank represents it
+    order = np.lexsort((uid, -sim, ~released))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
 
-    codes, _ = pd.factorize(pd.Series(sha256, dtype=object), use_na_sentinel=True)
+    sha = sha256 if isinstance(sha256, (pa.Array, pa.ChunkedArray)) else pa.array(sha256, pa.string())
+    if isinstance(sha, pa.ChunkedArray):
+        sha = sha.combine_chunks()
+    # dictionary codes, not Python strings: 4 bytes a row on the driver
+    codes = pc.fill_null(pc.dictionary_encode(sha).indices, -1).to_numpy().astype(np.int64) if n else \
+        np.zeros(0, np.int64)
     exact_rep = _best_in_group(codes, rank)  # per row: the best-ranked row with its sha256 (itself when unique)
     exact_a = np.flatnonzero((codes >= 0) & (exact_rep != np.arange(n)))
     a = np.concatenate([edges_a, exact_a]).astype(np.int64)
@@ -88,7 +97,7 @@ def groups(uid: np.ndarray, similarity: np.ndarray, sha256: list, edges_a: np.nd
         "exact_dup_of": pa.array(np.where(is_exact, uid[exact_rep], 0), pa.int64(), mask=~is_exact),
         "group_size": pa.array(size.astype(np.int32), pa.int32()),
         "nearest_similarity": pa.array(nearest, pa.float32(), mask=~np.isfinite(nearest)),
-        "sha256": pa.array(sha256, pa.string()),
+        "sha256": sha,
     }, schema=DEDUP_IMAGES)
     ledger = Ledger("near_dup", rows_in=n, rows_out=int((~is_dup).sum()))
     if is_exact.sum():  # an exact copy is always a duplicate of its group too: it is counted as exact

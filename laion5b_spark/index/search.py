@@ -3,15 +3,14 @@
 A text or image query is embedded with the CLIP model that made the lake's embeddings (the pointer file names
 it); a uid query uses that row's own exported embedding. The image index answers by default (text -> image
 retrieval, as clip-retrieval does); ``index="text"`` searches the captions instead. Loaded indices are cached per
-process, keyed by build, so a notebook pays the load once.
+process, keyed by the run that built them, so a notebook pays the load once and sees a rebuild.
 """
 
 from __future__ import annotations
 
 import io
 import os
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -19,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..lake import Lake, LakeError
-from .build import Vectors, load
-from .export import read_ids, read_npy
+from .export import read_npy
+from .layout import open_knn, read_pointer
 
 _RESULT_COLUMNS = ["url", "text", "similarity", "punsafe", "pwatermark", "language", "width", "height"]
 
@@ -31,7 +30,8 @@ class KnnIndex:
     pointer: dict
     index: object  # faiss index
     uids: np.ndarray  # id -> uid
-    vectors: Vectors  # id -> exported embedding
+    lake: Lake
+    _parts: dict = field(default_factory=dict)  # part number -> matrix, read when a uid query needs it
 
     def id_of(self, uid: int) -> int:
         at = np.flatnonzero(self.uids == uid)
@@ -40,31 +40,32 @@ class KnnIndex:
                            f"{self.pointer['source']})")
         return int(at[0])
 
+    def vector(self, i: int) -> np.ndarray:
+        """The exported embedding of id ``i``: only its part is read (memory-mapped on a local lake)."""
+        offsets = np.concatenate([[0], np.cumsum(self.pointer["part_rows"])])
+        p = int(np.searchsorted(offsets, i, side="right") - 1)
+        if p not in self._parts:
+            root = self.lake.index_path(self.name)
+            self._parts[p] = read_npy(self.lake, f"{root}/{self.pointer['embeddings']}/{self.pointer['parts'][p]}.npy")
+        return np.asarray(self._parts[p][i - offsets[p]], dtype=np.float32)
+
 
 _cache: dict[tuple, KnnIndex] = {}
 
 
 def open_index(lake: Lake | str, name: str = "image") -> KnnIndex:
-    """The committed index ``name`` of a lake, loaded once per process and build."""
-    from .job import read_pointer
-
+    """The committed index ``name`` of a lake, loaded once per process and build run."""
     lake = Lake(lake) if isinstance(lake, str) else lake
     pointer = read_pointer(lake, name)
     if pointer is None:
         raise LakeError(f"{lake.index_path(name)} has no committed index: run jobs/index.py on this lake first")
-    key = (lake.url, name, pointer["build"])
+    key = (lake.url, name, pointer["run_id"])
     if key not in _cache:
         root = lake.index_path(name)
-        index_file = f"{root}/{pointer['index']}"
-        if not lake.is_local:
-            fd, local = tempfile.mkstemp(suffix=".index", prefix="l5s-knn-")
-            os.close(fd)
-            lake.fs.get_file(index_file, local)
-            index_file = local
-        index = load(index_file, pointer.get("index_param"))
-        ids = pa.concat_tables([read_ids(lake, f"{root}/{pointer['ids']}/{p}.parquet") for p in pointer["parts"]])
-        vectors = Vectors([read_npy(lake, f"{root}/{pointer['embeddings']}/{p}.npy") for p in pointer["parts"]])
-        _cache[key] = KnnIndex(name, pointer, index, ids.column("uid").to_numpy(), vectors)
+        index = open_knn(lake, f"{root}/{pointer['index']}", pointer.get("index_param"))
+        ids = pa.concat_tables([lake.read_parquet(f"{root}/{pointer['ids']}/{p}.parquet", ["uid"])
+                                for p in pointer["parts"]])
+        _cache[key] = KnnIndex(name, pointer, index, ids.column("uid").to_numpy(), lake)
     return _cache[key]
 
 
@@ -79,8 +80,7 @@ def search(lake: Lake | str, text: str | None = None, image=None, uid: int | Non
     lake = Lake(lake) if isinstance(lake, str) else lake
     knn = open_index(lake, index or "image")
     if uid is not None:
-        # a row's own embedding of the searched modality (its image for the image index)
-        query = knn.vectors.get(np.array([knn.id_of(uid)]))
+        query = knn.vector(knn.id_of(uid))[None, :]  # the row's own embedding of the searched modality
     else:
         query = _embed(knn.pointer["clip"], text=text, image=image)
     scores, ids = knn.index.search(np.ascontiguousarray(query, dtype=np.float32), k)
@@ -99,7 +99,6 @@ def _dataset_rows(lake: Lake, uids: list[int]) -> pd.DataFrame:
     return rows.to_pandas()
 
 
-
 def _embed(clip: dict, text: str | None = None, image=None) -> np.ndarray:
     """One query embedding with the lake's CLIP model (on CPU: one query does not need a GPU)."""
     from ..clip import models
@@ -113,4 +112,4 @@ def _embed(clip: dict, text: str | None = None, image=None) -> np.ndarray:
         image = Image.open(io.BytesIO(image))
     elif isinstance(image, (str, os.PathLike)):
         image = Image.open(image)
-    return m.encode_images(m.preprocess(image.convert("RGB")).unsqueeze(0)).numpy()
+    return m.encode_images(m.pixels([m.prepare(image.convert("RGB"))])).numpy()

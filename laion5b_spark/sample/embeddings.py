@@ -14,8 +14,13 @@ import numpy as np
 import pyarrow as pa
 
 from .. import schemas
+from ..clip.label import model_label
+from ..config import DEFAULTS
 from ..lake import Lake
 from .pairs import write_pairs
+
+
+MAIN_LABEL = model_label(DEFAULTS["clip"]["model"], DEFAULTS["clip"]["pretrained"])
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -47,9 +52,12 @@ class EmbeddingLake:
 
 def make_scored_lake(lake: Lake | str, files: int = 3, rows_per_file: int = 200, dim: int = 32, seed: int = 0,
                      near_groups: int = 10, copies: int = 2, exact_pairs: int = 5, pass_share: float = 0.8,
-                     no_image: int = 3) -> EmbeddingLake:
+                     no_image: int = 3, empty_file: int | None = None, other_model: int = 0) -> EmbeddingLake:
     """``images`` + ``scored`` + ``dataset`` tables as download and clip write them (one scored file per images
-    file), with planted near-duplicate groups and exact duplicates among the rows that pass."""
+    file), with planted near-duplicate groups and exact duplicates among the rows that pass. ``empty_file``: a
+    file whose downloads all failed (no vector from it); ``other_model``: rows scored by another CLIP model
+    (the multilingual one of a run), which the index leaves out. Rows are labelled with the built-in
+    clip.model, as a clip run with the default settings would."""
     rng = np.random.default_rng(seed)
     n = files * rows_per_file
     img = clustered(n, dim, rng)
@@ -59,7 +67,12 @@ def make_scored_lake(lake: Lake | str, files: int = 3, rows_per_file: int = 200,
     passed = rng.random(n) < pass_share
     status = np.array(["scored"] * n, dtype=object)
     status[rng.choice(n, size=no_image, replace=False)] = "no_image"
+    if empty_file is not None:
+        status[empty_file * rows_per_file:(empty_file + 1) * rows_per_file] = "no_image"
+    model = np.array([MAIN_LABEL] * n, dtype=object)
     free = [i for i in rng.permutation(n).tolist() if status[i] == "scored"]
+    for i in [free.pop() for _ in range(other_model)]:
+        model[i] = "xlm-roberta-base-ViT-B-32/laion5b_s13b_b90k"
     truth = EmbeddingLake(uids=[], image=img, text=txt)
     for _ in range(near_groups):
         group = [free.pop() for _ in range(copies + 1)]
@@ -91,7 +104,7 @@ def make_scored_lake(lake: Lake | str, files: int = 3, rows_per_file: int = 200,
         emb = lambda x: pa.array([list(v) if o else None for v, o in zip(x.astype(np.float16), ok)],  # noqa: E731
                                  pa.list_(pa.float16()))
         scored[f] = _table(schemas.SCORED, m, uid=uids[s], status=status[s].tolist(),
-                           model=["generated" if o else None for o in ok],
+                           model=[m if o else None for m, o in zip(model[s], ok)],
                            similarity=np.where(ok, sim[s], np.nan).tolist(),
                            passed=[bool(p) if o else None for p, o in zip(passed[s], ok)],
                            image_embedding=emb(img[s]), text_embedding=emb(txt[s]))
@@ -103,7 +116,8 @@ def make_scored_lake(lake: Lake | str, files: int = 3, rows_per_file: int = 200,
     entries = write_pairs(lake, images, table="images")
     write_pairs(lake, {e["path"]: scored[i] for i, e in enumerate(entries)}, table="scored")
     write_pairs(lake, {e["path"]: dataset[i] for i, e in enumerate(entries)}, table="dataset")
-    truth.passed = {int(u): bool(p and s == "scored") for u, p, s in zip(uids, passed, status)}
+    truth.passed = {int(u): bool(p and s == "scored" and m == MAIN_LABEL)  # what the index takes
+                    for u, p, s, m in zip(uids, passed, status, model)}
     truth.similarity = {int(u): float(v) for u, v in zip(uids, sim)}
     return truth
 
