@@ -76,7 +76,7 @@ DEDUP_IMAGES = pa.schema([
     pa.field("near_dup_of", pa.int64()),  # the representative's uid (highest similarity, then smallest uid)
     pa.field("exact_dup_of", pa.int64()),  # the representative of the rows with the same image sha256
     pa.field("group_size", pa.int32(), nullable=False),  # rows in its group (1: no duplicate)
-    pa.field("nearest_similarity", pa.float32()),  # highest image cosine to a row of its group (null: none)
+    pa.field("nearest_similarity", pa.float32()),  # highest cosine of a confirmed near-duplicate pair at this row
     pa.field("sha256", pa.string()),
 ])
 

@@ -91,16 +91,17 @@ def test_index_job_builds_indices_finds_planted_duplicates_and_answers_queries(s
 
 
 def test_a_quantized_index_still_finds_every_planted_duplicate(spark, tmp_path):
-    """IVF-PQ scores are approximate: candidates come from threshold - margin, the exact check decides."""
+    """IVF-PQ scores are approximate and, after OPQ's reduction to fewer dimensions (what autofaiss picks for big
+    builds), on another scale: candidates are compared on the query's own scale, the exact check decides."""
     lake_dir = tmp_path / "lake"
     truth = make_scored_lake(str(lake_dir), files=2, rows_per_file=3000, dim=64, seed=2, near_groups=30,
                              exact_pairs=10)
-    assert run_index(lake_dir, "--set", "index.index_key=OPQ32_64,IVF16_HNSW32,PQ32", "--set", "index.text=false") == 0
+    assert run_index(lake_dir, "--set", "index.index_key=OPQ16_32,IVF16_HNSW32,PQ16", "--set", "index.text=false") == 0
     lake = Lake(str(lake_dir))
     p = read_pointer(lake, "image")
-    assert p["index_key"] == "OPQ32_64,IVF16_HNSW32,PQ32" and read_pointer(lake, "text") is None
-    # stated: >= 0.7 recall@10 for 32-byte codes on 64-d clustered data (0.81 measured; an exact index gives 1.0)
-    assert 0.7 <= p["recall"]["recall_at_k"] < 1.0
+    assert p["index_key"] == "OPQ16_32,IVF16_HNSW32,PQ16" and read_pointer(lake, "text") is None
+    # stated: >= 0.4 recall@10 for 16-byte codes of 64-d clustered data cut to 32-d (0.49 measured; exact: 1.0)
+    assert 0.4 <= p["recall"]["recall_at_k"] < 1.0
     check_planted(lake, truth)
 
 

@@ -34,6 +34,22 @@ def clustered(n: int, dim: int, rng: np.random.Generator, clusters: int = 64, sp
     return unit_rows(x).astype(np.float32)
 
 
+def hierarchical(n: int, dim: int, rng: np.random.Generator, branching: tuple[int, ...] = (64, 16, 16, 16),
+                 spread: tuple[float, ...] = (1.0, 0.8, 0.6, 0.45), noise: float = 0.35) -> np.ndarray:
+    """n unit vectors under a tree of topics (64 topics, 16 subtopics each, ...): a row's neighbours grow
+    further apart level by level - graded neighbourhoods, as real embeddings have (one level of flat clusters
+    makes every member of a cluster an equally good neighbour, which no index can rank)."""
+    centres = np.zeros((1, dim))
+    for fan, s in zip(branching, spread):
+        centres = np.repeat(centres, fan, axis=0) + s * rng.standard_normal((len(centres) * fan, dim)) / np.sqrt(dim)
+    leaf = rng.integers(0, len(centres), n)
+    x = np.empty((n, dim), dtype=np.float32)
+    for lo in range(0, n, 65536):  # bounded memory for millions of rows
+        hi = min(n, lo + 65536)
+        x[lo:hi] = centres[leaf[lo:hi]] + noise * rng.standard_normal((hi - lo, dim)) / np.sqrt(dim)
+    return unit_rows(x).astype(np.float32)
+
+
 def near_copy(base: np.ndarray, rng: np.random.Generator, noise: float = 0.05) -> np.ndarray:
     """A vector whose cosine to ``base`` is about 1 - noise**2 / 2 (0.9988 for 0.05)."""
     return unit_rows(base[None, :] + noise * rng.standard_normal((1, base.shape[0])) / np.sqrt(base.shape[0]))[0]
