@@ -275,3 +275,19 @@ def test_cluster_clip_equals_local(standalone, downloaded):
     for col in ("image_embedding", "text_embedding"):
         ea, eb = embeddings_array(a.column(col)), embeddings_array(b.column(col))
         assert ea.shape == eb.shape and np.abs(ea.astype(np.float32) - eb.astype(np.float32)).max() <= 1e-3, col
+
+    # index on the cluster: executors export and search the image index; the same groups as a local run
+    from laion5b_spark.index.job import IndexJob
+    from laion5b_spark.index.layout import read_pointer
+
+    index_args = ["--set", "index.recall_queries=100"]  # 0.96: the tiny CLIP's shape drawings form groups
+    _submit(standalone, lake, [], job="index", args=index_args)
+    assert IndexJob().main(["--lake", str(local), *index_args]) == 0
+    assert Lake(str(lake)).runs("index")[-1]["spark"]["master"] == standalone["master"]
+    for name in ("image", "text"):
+        pa_, pb = read_pointer(Lake(str(lake)), name), read_pointer(Lake(str(local)), name)
+        # parts are numbered by scored file path, and paths carry each lake's run ids: compare what they hold
+        assert (pa_["vectors"], sorted(pa_["part_rows"])) == (pb["vectors"], sorted(pb["part_rows"])), name
+    a, b = (Lake(str(x)).table("dedup_images").read_arrow().sort_by("uid") for x in (lake, local))
+    assert a.num_rows == b.num_rows > 0 and pc.sum(a.column("duplicate").cast("int64")).as_py() > 0
+    assert a.drop(["nearest_similarity"]).equals(b.drop(["nearest_similarity"]))

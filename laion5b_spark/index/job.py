@@ -135,6 +135,8 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
         try:
             spark = get_session(f"laion5b-spark {self.name}", args.spark_profile) \
                 if todo_parts or todo_near or settings.distributed else None
+            if spark is not None:
+                record["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
             with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"])) if spark \
                     else contextlib.nullcontext() as progress:
                 receipts = _export(spark, lake, layout, parts, todo_parts, settings.source, clip["label"],
