@@ -156,8 +156,7 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
                     if pointers[name] and pointers[name]["build"] != build_id:
                         _remove_build(lake, name, pointers[name]["build"])  # nothing points to it any more
                 if todo_near:
-                    near = _near_duplicates(spark, lake, layout, with_rows, receipts, parts, near_cfg, run_id,
-                                            progress, log)
+                    near = _near_duplicates(spark, lake, layout, near_cfg, run_id, progress, log)
         except BaseException as exc:
             record.update(status="failed", ended=utcnow(), seconds=round(time.time() - t0, 1), indices=built,
                           error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
@@ -275,7 +274,7 @@ def _build_one(lake: Lake, layout: BuildLayout, name: str, parts: list[Part], se
     pointer = {
         "build": layout.build, "run_id": run_id, "committed": utcnow(), "settings": build_cfg,
         "index": rel(index_file), "infos": rel(infos_file), "embeddings": rel(layout.embeddings_dir(name)),
-        "ids": rel(layout.ids_dir(name)), "parts": [p.name for p in parts], "part_rows": _sizes(vectors),
+        "ids": rel(layout.ids_dir(name)), "parts": [p.name for p in parts], "part_rows": np.diff(vectors.offsets).tolist(),
         "vectors": len(vectors), "dim": vectors.dim, "index_key": infos.get("index_key"),
         "index_param": infos.get("index_param"), "size_bytes": size, "build_seconds": infos["build_seconds"],
         "recall": rec, "source": settings.source, "clip": clip,
@@ -283,10 +282,6 @@ def _build_one(lake: Lake, layout: BuildLayout, name: str, parts: list[Part], se
     write_pointer(lake, name, pointer)  # the commit: readers follow the pointer
     return {k: pointer[k] for k in ("vectors", "dim", "index_key", "index_param", "size_bytes", "build_seconds",
                                     "recall")}
-
-
-def _sizes(vectors: Vectors) -> list[int]:
-    return [int(b - a) for a, b in zip(vectors.offsets, vectors.offsets[1:])]
 
 
 def _clip_model(lake: Lake, cfg: dict, which: str) -> dict:
@@ -305,19 +300,19 @@ def _clip_model(lake: Lake, cfg: dict, which: str) -> dict:
     return {"model": model, "pretrained": pretrained or "", "label": label}
 
 
-def _near_duplicates(spark, lake: Lake, layout: BuildLayout, with_rows: list[Part], receipts: list[dict],
-                     parts: list[Part], near_cfg: dict, run_id: str, progress, log) -> Ledger:
-    """Candidates per part from the committed image index, exact check, groups; dedup_images replaced whole."""
+def _near_duplicates(spark, lake: Lake, layout: BuildLayout, near_cfg: dict, run_id: str, progress, log) -> Ledger:
+    """Candidates per part from the committed image index, exact check, groups; dedup_images replaced whole.
+    Parts and their sizes come from the index's pointer: the ids the index returns are numbered by them."""
     pointer = read_pointer(lake, "image")
     if pointer is None or pointer["build"] != layout.build:
         raise LakeError("the image index of this build is not committed; near-duplicates need it")
-    sizes = np.array([r["rows"] for r in receipts if r["rows"]], dtype=np.int64)
+    sizes = np.array(pointer["part_rows"], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     threshold, k = float(near_cfg["near_dup_threshold"]), int(near_cfg["near_dup_k"])
     floor = threshold - float(near_cfg["near_dup_margin"])
     lake_ref, build, index_path = lake.ref, layout.build, lake.index_path("image", pointer["index"])
     param = near_cfg["near_dup_index_param"] or pointer.get("index_param")
-    names = [p.name for p in with_rows]
+    names = list(pointer["parts"])
 
     def search_step(i: int):
         lk = lake_ref.open()
@@ -341,11 +336,11 @@ def _near_duplicates(spark, lake: Lake, layout: BuildLayout, with_rows: list[Par
         vi = np.concatenate([g[2] for g in got])
         yield neardup.confirm(a, b, vi, np.asarray(part[b - offsets[p]]), threshold)
 
-    progress.step(f"near-duplicates: {len(with_rows)} parts, k={k}, cosine >= {threshold}")
+    progress.step(f"near-duplicates: {len(names)} parts, k={k}, cosine >= {threshold}")
     sc = spark.sparkContext
     sc.setJobDescription("index: near-duplicate candidates and exact check")
-    n_parts = max(1, len(with_rows))
-    edges = (sc.parallelize(range(len(with_rows)), n_parts).flatMap(search_step)
+    n_parts = max(1, len(names))
+    edges = (sc.parallelize(range(len(names)), n_parts).flatMap(search_step)
              .partitionBy(n_parts, lambda p: p).mapPartitionsWithIndex(confirm_step).collect())
     ea = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int64)
     eb = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
