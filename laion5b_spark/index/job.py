@@ -8,8 +8,8 @@ Steps, each with its own unit of resume:
    against exact search. autofaiss restarts from zero when interrupted, so a build is all or nothing; an index
    whose pointer (``_index.json``) names this build and these settings is skipped.
 3. near-duplicates (Spark, one task per part): candidates from the image index, confirmed with exact cosine,
-   grouped on the driver; ``dedup_images`` is replaced whole, its manifest naming the build, the image index run
-   and the near-duplicate settings.
+   grouped on the executors (``neardup.group``); ``dedup_images`` is replaced whole, its manifest naming the
+   build, the image index run and the near-duplicate settings.
 
 A build is named by the scored files it covers, the source rows and the CLIP model: new scored files make a new
 build (a full rebuild: autofaiss indices are not appended to); a rerun after a crash finds the same build and
@@ -33,6 +33,7 @@ import pyarrow as pa
 from ..accounting import Ledger, ledgers_from_dict, sum_ledgers
 from ..clip.label import model_label
 from ..config import ConfigError, load_config
+from ..exchange import OnSpark, tagged
 from ..job import Job, Log, SparkProgress
 from ..lake import Lake, LakeError, new_run_id, utcnow
 from ..spark import get_session
@@ -315,6 +316,8 @@ def _near_duplicates(spark, lake: Lake, layout: BuildLayout, near_cfg: dict, run
     names = list(pointer["parts"])
 
     def search_step(i: int):
+        if i >= len(names):  # a build of no rows still runs one (empty) task
+            return
         lk = lake_ref.open()
         index = _worker_index(lk, index_path, param)
         block = np.asarray(read_npy(lk, BuildLayout(lk, build).embeddings("image", names[i])), dtype=np.float32)
@@ -323,42 +326,45 @@ def _near_duplicates(spark, lake: Lake, layout: BuildLayout, near_cfg: dict, run
         vec = block[a - offsets[i]].astype(np.float16)
         for p in np.unique(owner):  # to the part holding the neighbour, with the query's own vector
             sel = owner == p
-            yield int(p), (a[sel], b[sel], vec[sel])
+            yield int(p), ("candidate", a[sel], b[sel], vec[sel])
 
-    def confirm_step(p: int, it):  # partition p holds the candidates whose neighbour is in part p
-        got = [v for _, v in it]
-        if not got:
+    def confirm_step(p: int, blocks: list):  # partition p holds the candidates whose neighbour is in part p
+        if not blocks:
             return
         lk = lake_ref.open()
         part = read_npy(lk, BuildLayout(lk, build).embeddings("image", names[p]))
-        a = np.concatenate([g[0] for g in got])
-        b = np.concatenate([g[1] for g in got])
-        vi = np.concatenate([g[2] for g in got])
-        yield neardup.confirm(a, b, vi, np.asarray(part[b - offsets[p]]), threshold)
+        a, b, vi = tagged(blocks, "candidate", 3)
+        a, b, cos = neardup.confirm(a, b, vi, np.asarray(part[b - offsets[p]]), threshold)
+        yield p, ("near", a, b, cos)
+
+    table = lake.table(IndexJob.output_table)
+    out_name = IndexJob.output_table
+
+    def rows_of(p: int) -> neardup.PartRows:
+        lk = lake_ref.open()
+        ids = lk.read_parquet(BuildLayout(lk, build).ids("image", names[p]), ["uid", "similarity", "passed", "sha256"])
+        return neardup.PartRows(int(offsets[p]), ids.column("uid").to_numpy(),
+                                ids.column("similarity").to_numpy(zero_copy_only=False),
+                                ids.column("passed").to_numpy(zero_copy_only=False),
+                                ids.column("sha256").combine_chunks())
+
+    def finish(p: int, chunk: pa.Table) -> dict:  # each part's rows are written by the task that assembles them
+        t = lake_ref.open().table(out_name)
+        unit = f"{build}-{names[p]}"
+        rel = t.data_file(unit, run_id, 0)
+        return {"unit": unit, "key": names[p], "path": rel, "rows": chunk.num_rows,
+                "bytes": t.write_parquet(rel, chunk), "counts": {}}
 
     progress.step(f"near-duplicates: {len(names)} parts, k={k}, cosine >= {threshold}")
-    sc = spark.sparkContext
-    sc.setJobDescription("index: near-duplicate candidates and exact check")
+    engine = OnSpark(spark.sparkContext, "index: near-duplicate candidates, exact check and groups")
     n_parts = max(1, len(names))
-    edges = (sc.parallelize(range(len(names)), n_parts).flatMap(search_step)
-             .partitionBy(n_parts, lambda p: p).mapPartitionsWithIndex(confirm_step).collect())
-    ea = np.concatenate([e[0] for e in edges]) if edges else np.zeros(0, np.int64)
-    eb = np.concatenate([e[1] for e in edges]) if edges else np.zeros(0, np.int64)
-    ec = np.concatenate([e[2] for e in edges]) if edges else np.zeros(0, np.float32)
-    ea, eb, ec = neardup.unique_pairs(ea, eb, ec)  # both ends may have found the pair: once each
-    ids = pa.concat_tables([lake.read_parquet(layout.ids("image", n)) for n in names])
-    rows, ledger = neardup.groups(ids.column("uid").to_numpy(), ids.column("similarity").to_numpy(zero_copy_only=False),
-                                  ids.column("sha256"), ea, eb, ec, ids.column("passed").to_numpy(zero_copy_only=False))
-    log(f"{len(ea):,} near-duplicate pairs (cosine >= {threshold}); {ledger.rows_in - ledger.rows_out:,} of "
-        f"{ledger.rows_in:,} rows are duplicates")
-    table = lake.table(IndexJob.output_table)
+    near = engine.keep(engine.exchange(engine.parts(n_parts, search_step), n_parts, confirm_step))
+    done = neardup.group(engine, offsets, rows_of, near, finish, log)
+    engine.drop(near)
+    ledger = neardup.ledger_of([counts for *_, counts in done])
+    log(f"{ledger.rows_in - ledger.rows_out:,} of {ledger.rows_in:,} rows are duplicates")
     old = table.manifest()
-    files = []
-    for i, n in enumerate(names):
-        chunk = rows.slice(int(offsets[i]), int(sizes[i]))
-        rel = table.data_file(f"{build}-{n}", run_id, 0)
-        files.append({"unit": f"{build}-{n}", "key": n, "path": rel, "rows": chunk.num_rows,
-                      "bytes": table.write_parquet(rel, chunk), "counts": {}})
+    files = [entry for _, entry, _ in done]
     stale = [f["path"] for f in old["files"] if f.get("path")]
     # the whole table is replaced: the new manifest lists only this build's files
     table.commit(files, run_id, dict(old, files=[]),
