@@ -131,11 +131,16 @@ def index_lines(release: float, nodes: int, cores: int) -> dict[str, float]:
     best = max(r["planted_in_top_k"] for r in runs.values())
     near = max((r for r in runs.values() if r["planted_in_top_k"] >= best - 0.005), key=lambda r: r["queries_per_s"])
     near_s = release / near["queries_per_s"] * ix["cores"] / (nodes * cores)
-    print(f"  index   : {human(build_s + near_s)} ({human(build_s)} for two autofaiss builds of {release:,.0f} vectors "
-          f"at {per_vector * 1e3:.2f} core-ms per vector ({ix['index_key']}, {ix['vectors']:,}-vector bench, "
-          f"assumed linear) on one node; {human(near_s)} of near-duplicate search at "
-          f"{near['queries_per_s'] / ix['cores']:,.0f} queries/s/core ({near['index_param']}) on {nodes * cores} cores)")
-    return {"index": build_s + near_s}
+    grouping = measured("index", "grouping.json")  # the distributed components pass (bench/index/grouping.py)
+    group_s = release * grouping["core_us_per_row"] / 1e6 / (nodes * cores) if grouping else 0.0
+    group_note = (f"; {human(group_s)} of grouping at {grouping['core_us_per_row']:.1f} core-us per row "
+                  f"({grouping['rows']:,}-row bench, assumed linear)" if grouping else "; grouping not measured yet")
+    print(f"  index   : {human(build_s + near_s + group_s)} ({human(build_s)} for two autofaiss builds of "
+          f"{release:,.0f} vectors at {per_vector * 1e3:.2f} core-ms per vector ({ix['index_key']}, "
+          f"{ix['vectors']:,}-vector bench, assumed linear) on one node; {human(near_s)} of near-duplicate search at "
+          f"{near['queries_per_s'] / ix['cores']:,.0f} queries/s/core ({near['index_param']}) on {nodes * cores} "
+          f"cores{group_note})")
+    return {"index": build_s + near_s + group_s}
 
 
 def clip_lines(scored: float, nodes: int, cores: int, gpus: int, gpu: dict | None, b32: dict | None,
