@@ -51,6 +51,15 @@ def check_fits(res: TaskResources, conf) -> None:
         if res.gpus > have:
             raise ConfigError(f"{res.gpus:g} GPUs per task but executors have spark.executor.resource.gpu.amount="
                               f"{have:g}")
+        if res.gpus < 1 and cores is not None:
+            # Spark gives a share on the lowest address with room: too few tasks at once fill GPU 0 and leave
+            # the others idle (what cluster tests show on a 2-GPU worker)
+            at_once = int(cores) // (res.cpus or int(conf.get("spark.task.cpus", "1")))
+            if at_once * res.gpus < have:
+                raise ConfigError(
+                    f"{res.gpus:g} GPU per task with {at_once} tasks at once per executor (spark.executor.cores="
+                    f"{cores}) uses {at_once * res.gpus:g} of its {have:g} GPUs: Spark packs shares onto the "
+                    f"first GPU and the rest stay idle; use a share of at most {have / at_once:g} or more cores")
 
 
 def task_profile(res: TaskResources):

@@ -147,3 +147,16 @@ def test_exchange_split_keeps_every_row_once(n):
     got = list(split(dest, "t", np.arange(5)))
     assert sorted(x for _, blk in got for x in blk[1].tolist()) == list(range(5))
     assert all((dest[blk[1]] == p).all() for p, blk in got)
+
+
+def test_sha_words_decode_hex_and_tell_other_strings_apart():
+    import hashlib
+
+    hexes = [hashlib.sha256(bytes([i])).hexdigest() for i in range(5)]
+    arr = pa.array(["pad", *hexes, hexes[0].upper()]).slice(1)  # a sliced array, upper-case hex too
+    w = neardup.sha_words(arr)
+    assert w.shape == (6, 4)
+    assert [w[i].tobytes() for i in range(5)] == [bytes.fromhex(h) for h in hexes]
+    assert w[5].tobytes() == w[0].tobytes()
+    odd = neardup.sha_words(pa.array(["x", "y", "x"]))  # not hex digests: hashed, still equal when equal
+    assert odd[0].tobytes() == odd[2].tobytes() != odd[1].tobytes()

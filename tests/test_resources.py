@@ -20,6 +20,12 @@ def test_requests_spark_cannot_schedule_are_refused():
         check_fits(TaskResources(gpus=0.5), {"spark.executor.cores": "4"})
     with pytest.raises(ConfigError, match="gpu.amount=1"):
         check_fits(TaskResources(gpus=2), conf)
+    two = {"spark.executor.cores": "4", "spark.executor.resource.gpu.amount": "2"}
+    check_fits(TaskResources(gpus=0.5), two)  # 4 tasks x 0.5 cover both GPUs
+    with pytest.raises(ConfigError, match="uses 1 of its 2 GPUs"):
+        check_fits(TaskResources(gpus=0.25), two)  # 4 x 0.25 would all sit on GPU 0
+    with pytest.raises(ConfigError, match="at most 1 or more cores"):
+        check_fits(TaskResources(cpus=2, gpus=0.5), two)
 
 
 def test_local_mode_is_the_one_master_without_task_profiles():

@@ -95,6 +95,31 @@ class PartRows:
                 (~np.asarray(self.passed, bool)[sel]).astype(np.int8))
 
 
+_HEX = np.full(256, 255, np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_HEX[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
+
+
+def sha_words(sha: pa.Array) -> np.ndarray:
+    """(rows, 4) uint64: the 32 bytes of each (non-null) hex sha256, decoded without Python strings, so an
+    exchange moves 32 bytes a row. Values that are not 64 hex digits are hashed to 32 bytes one by one."""
+    m = len(sha)
+    if not m:
+        return np.zeros((0, 4), np.uint64)
+    sha = pa.concat_arrays([sha]) if sha.offset else sha
+    offsets = np.frombuffer(sha.buffers()[1], np.int32)[: m + 1]
+    if (np.diff(offsets) == 64).all():
+        chars = np.frombuffer(sha.buffers()[2], np.uint8)[offsets[0]: offsets[0] + 64 * m].reshape(m, 64)
+        nibbles = _HEX[chars]
+        if (nibbles != 255).all():
+            raw = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]
+            return np.ascontiguousarray(raw).view(np.uint64).reshape(m, 4)
+    import hashlib
+
+    raw = b"".join(hashlib.sha256(s.encode()).digest() for s in sha.to_pylist())
+    return np.frombuffer(raw, np.uint64).reshape(m, 4).copy()
+
+
 def _best_of(labels: np.ndarray, keys: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
     """For each row, the position of its label's best-ranked row, and its label's size."""
     order = np.lexsort((*keys, labels))  # by label, then rank
@@ -124,15 +149,19 @@ def group(engine, offsets: np.ndarray, rows_of, near, finish, log=None) -> list[
     def sha_step(p: int):  # each row with a sha256, to the partition of its hash
         rows = rows_of(p)
         has = np.asarray(rows.sha256.is_valid(), bool)
-        sha = np.asarray(rows.sha256.filter(pa.array(has)).to_pylist(), dtype=object)
-        yield from split(pd.util.hash_array(sha).astype(np.uint64) % np.uint64(n) if len(sha) else
-                         np.zeros(0, np.int64), "sha", sha, *rows.rank_keys(has))
+        words = sha_words(rows.sha256.filter(pa.array(has)))
+        yield from split(words[:, 0] % np.uint64(n), "sha", *words.T, *rows.rank_keys(has))
 
     def exact_step(p: int, blocks: list):  # one image's copies: the best-ranked one is the others' exact original
-        sha, *keys = tagged(blocks, "sha", 5)
-        if not len(sha):
+        w0, w1, w2, w3, *keys = tagged(blocks, "sha", 8)
+        if not len(w0):
             return
-        best, _ = _best_of(pd.factorize(sha)[0], tuple(keys))
+        order = np.lexsort((w3, w2, w1, w0))
+        new = np.concatenate([[True], (np.diff(w0[order]) != 0) | (np.diff(w1[order]) != 0)
+                              | (np.diff(w2[order]) != 0) | (np.diff(w3[order]) != 0)])
+        label = np.empty(len(w0), np.int64)
+        label[order] = np.cumsum(new)
+        best, _ = _best_of(label, tuple(keys))
         ids, uid = keys[0], keys[1]
         copy = best != np.arange(len(ids))
         yield from split(ids[copy] % n, "edge", ids[copy], ids[best[copy]])
