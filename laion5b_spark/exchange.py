@@ -30,6 +30,14 @@ def split(dest: np.ndarray, tag: str, *arrays: np.ndarray) -> Iterator[tuple[int
         yield int(d[lo]), (tag, *(a[sel] for a in arrays))
 
 
+def runs(sorted_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Start and length of each run of equal values in a sorted array: the groups a step reduces over."""
+    if not len(sorted_keys):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+    return starts, np.diff(np.concatenate([starts, [len(sorted_keys)]]))
+
+
 def tagged(blocks: list, tag: str, width: int) -> list[np.ndarray]:
     """The arrays of every block with this tag, concatenated (``width`` arrays; empty ones when there is none)."""
     got = [b[1:] for b in blocks if b[0] == tag]
@@ -67,8 +75,8 @@ class InProcess:
         return [b for p, b in data if p < 0]
 
 
-def _address(p: int) -> int:
-    return p
+def identity_partition(p: int) -> int:
+    return p  # a record's key is already its partition number
 
 
 class OnSpark:
@@ -81,7 +89,7 @@ class OnSpark:
         return self.sc.parallelize(range(n), max(1, n)).flatMap(fn)
 
     def exchange(self, data, n: int, step: Step):
-        return (data.filter(lambda kv: kv[0] >= 0).partitionBy(n, _address)
+        return (data.filter(lambda kv: kv[0] >= 0).partitionBy(n, identity_partition)
                 .mapPartitionsWithIndex(lambda p, it: step(p, [b for _, b in it])))
 
     def union(self, *data):

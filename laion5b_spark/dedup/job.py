@@ -15,6 +15,7 @@ import numpy as np
 
 from ..accounting import Ledger, ledgers_to_dict
 from ..config import ConfigError, load_config
+from ..exchange import identity_partition
 from ..job import Job, Log, SparkProgress, language_line
 from ..lake import Lake, LakeError, new_run_id, utcnow
 from ..spark import get_session
@@ -23,10 +24,6 @@ from .passes import (gather_positions, key_blobs, route_positions, select_rows, 
                      survivors_per_rank)
 from .plan import Plan, make_layout, make_plan
 from .rows import KEY_MODES, RowRules
-
-
-def _identity(k: int) -> int:
-    return k  # partition = the record's key: keys are already bucket / task / output-file numbers
 
 
 class DedupJob(Job):
@@ -165,8 +162,8 @@ def _run_batch(spark, plan: Plan, rules: RowRules, cfg: dict, lake: Lake, run_id
     progress.step(f"1/2 keys: {len(specs)} tasks -> {buckets} buckets -> survivors")
     sc.setJobDescription("dedup 1/2: keys and survivors")
     survivors = (sc.parallelize(specs, len(specs)).flatMap(keys_step)
-                 .partitionBy(buckets, _identity).mapPartitions(survivors_step)
-                 .partitionBy(len(tasks), _identity).persist(StorageLevel.MEMORY_AND_DISK))
+                 .partitionBy(buckets, identity_partition).mapPartitions(survivors_step)
+                 .partitionBy(len(tasks), identity_partition).persist(StorageLevel.MEMORY_AND_DISK))
     try:
         def count_step(i, it):
             yield i, survivors_per_rank(tasks[i], gather_positions(blob for _, blob in it))
@@ -198,7 +195,7 @@ def _run_batch(spark, plan: Plan, rules: RowRules, cfg: dict, lake: Lake, run_id
         progress.step(f"2/2 rows: {int(per_rank.sum()):,} unique rows -> {len(groups)} files "
                       f"({'shuffled, seed %d' % layout.seed if layout.shuffle else 'in input order'})")
         sc.setJobDescription("dedup 2/2: rows")
-        out = (survivors.mapPartitions(regroup_step).partitionBy(len(groups), _identity)
+        out = (survivors.mapPartitions(regroup_step).partitionBy(len(groups), identity_partition)
                .mapPartitionsWithIndex(write_step).collect())
     finally:
         survivors.unpersist()

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..accounting import Ledger
+from ..exchange import runs
 from ..schemas import PAIRS_UNIQUE
 from .plan import InputFile, Layout, Task
 from .rows import CODES, FAILED_CODES, RowRules, classify, file_order, hosts, keys_of
@@ -62,7 +63,7 @@ def min_per_key(keys: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarr
         return keys, pos
     order = np.argsort(keys)  # one sort, then a segmented min: 2x faster than lexsort on (key, pos)
     k = keys[order]
-    starts = np.flatnonzero(np.concatenate([[True], k[1:] != k[:-1]]))
+    starts, _ = runs(k)
     return k[starts], np.minimum.reduceat(pos[order], starts)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..exchange import STATS, split, tagged
+from ..exchange import STATS, runs, split, tagged
 
 MAX_ROUNDS = 200  # far above O(log² n) for any real n: reaching it means a bug, not a hard graph
 
@@ -40,19 +40,13 @@ def _unique_pairs(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return u, v
 
 
-def _runs(u: np.ndarray) -> np.ndarray:
-    """Start of each run of equal values in a sorted array."""
-    return np.flatnonzero(np.concatenate([[True], u[1:] != u[:-1]])) if len(u) else np.zeros(0, np.int64)
-
-
 def large_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """``u``'s whole neighbourhood (both directions of each edge): for every node u, m = min(Γ(u) ∪ {u}); every
     neighbour v > u is connected to m instead. Also: how many nodes are not yet star-shaped."""
     u, v = _unique_pairs(u, v)
     if not len(u):
         return u, v, 0
-    starts = _runs(u)
-    counts = np.diff(np.concatenate([starts, [len(u)]]))
+    starts, counts = runs(u)
     nodes = u[starts]
     m = np.repeat(np.minimum(np.minimum.reduceat(v, starts), nodes), counts)
     smaller = np.add.reduceat((v < u).astype(np.int64), starts)
@@ -67,8 +61,7 @@ def small_star(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     u, v = _unique_pairs(u, v)
     if not len(u):
         return u, v
-    starts = _runs(u)
-    counts = np.diff(np.concatenate([starts, [len(u)]]))
+    starts, counts = runs(u)
     m = np.repeat(np.minimum.reduceat(v, starts), counts)
     a = np.concatenate([u[starts], v])  # u itself, then its smaller neighbours
     b = np.concatenate([m[starts], m])

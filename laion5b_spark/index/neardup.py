@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..accounting import Ledger
-from ..exchange import STATS, InProcess, split, tagged
+from ..exchange import STATS, InProcess, runs, split, tagged
 from ..schemas import DEDUP_IMAGES
 from .components import components
 
@@ -124,8 +123,7 @@ def _best_of(labels: np.ndarray, keys: tuple[np.ndarray, ...]) -> tuple[np.ndarr
     """For each row, the position of its label's best-ranked row, and its label's size."""
     order = np.lexsort((*keys, labels))  # by label, then rank
     lab = labels[order]
-    starts = np.flatnonzero(np.concatenate([[True], lab[1:] != lab[:-1]])) if len(lab) else np.zeros(0, np.int64)
-    sizes = np.diff(np.concatenate([starts, [len(lab)]]))
+    starts, sizes = runs(lab)
     best = np.empty(len(labels), np.int64)
     best[order] = np.repeat(order[starts], sizes)
     size = np.empty(len(labels), np.int64)
