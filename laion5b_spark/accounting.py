@@ -154,7 +154,7 @@ class ErrorSamples:
         self._seen: Counter = Counter()
 
     def add(self, reason: str, message: str, *, source: str = "", offset: int | None = None,
-            excerpt: bytes | str | None = None) -> None:
+            excerpt: bytes | str | None = None, limit: int = 1000) -> None:
         check_reason(reason)
         self._seen[reason] += 1
         if self._seen[reason] > self.per_reason:
@@ -164,5 +164,5 @@ class ErrorSamples:
         elif isinstance(excerpt, str):
             excerpt = excerpt[: self.excerpt_bytes]
         self.samples.append(
-            {"reason": reason, "message": message[:1000], "source": source, "offset": offset, "excerpt": excerpt}
+            {"reason": reason, "message": message[:limit], "source": source, "offset": offset, "excerpt": excerpt}
         )

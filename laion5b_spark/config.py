@@ -200,3 +200,16 @@ def _merge(base: dict, new: dict, origin: str, prefix: str) -> None:
         if type(default) is not type(value):
             raise ConfigError(f"{origin}: {name!r} must be {type(default).__name__}, got {value!r}")
         base[key] = value
+
+
+def typed(cls, section: dict, **extra):
+    """A stage's frozen settings from its section (``cls``'s fields are the section's keys): lists become tuples,
+    so the settings compare and hash; the defaults stay in DEFAULTS alone."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(cls)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k in names}
+    try:
+        return cls(**values, **extra)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{cls.__name__}: {exc}") from exc

@@ -1,35 +1,43 @@
-"""The base of every job: arguments, config, lake, units, the Spark run, commits, progress and the summary.
+"""The base of every job: arguments, configuration, the lake, one run lifecycle, and for unit jobs the Spark run.
 
-A job lists its units and says how one unit becomes rows (``process_unit``, plain Python that runs on an
-executor). Everything else lives here, once:
+``Job.main`` owns the lifecycle of every job: parse, load the configuration, open and check the lake on the driver
+(one line and exit 2 for usage or configuration errors, before Spark starts), then ``run`` inside a ``RunContext``
+that keeps the run record (running -> succeeded / partial / failed, a heartbeat, Spark facts, the error) and
+turns the outcome into the exit code.
 
-* units already committed to the output table are skipped, so a rerun resumes;
-* each Spark task writes its unit's parquet file whole, then a small receipt in the table's staging area;
-* the driver polls receipts while the Spark job runs and adds finished units to the manifest every few
-  seconds (no barrier at the end of a batch, no lost work when the driver dies);
-* progress (rate, ETA) while running, a summary and a run record (``LAKE/_runs/<job>/<run>.json``) at the end.
+``UnitJob`` adds units: a job lists them and says how one becomes rows (``process_unit(unit, ctx)``, plain
+Python on an executor, with the stage's settings typed once on the driver). Committed units are skipped; each
+task stages its files and a receipt; the driver commits finished units every few seconds while Spark runs (no
+barrier at the end of a batch), and logs progress from what running units report.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import platform
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import cached_property
 from importlib import metadata
 
+import orjson
 import pyarrow as pa
 
 from .accounting import ErrorSamples, Ledger, ledgers_from_dict, ledgers_to_dict, sum_ledgers
 from .config import ConfigError, load_config
-from .lake import Lake, LakeError, LakeRef, new_run_id, utcnow
+from .lake import FileEntry, Lake, LakeError, LakeRef, new_run_id, utcnow
 from .resources import TaskResources, check_fits, stage_profile_ids, supports_task_profiles, task_profile
 from .spark import EnvironmentProblem, get_session
+
+# exit codes (README "Exit codes")
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+MESSAGE_CHARS = 300  # a unit's error line in summaries and run records; the whole text goes to _errors/
+# unit failure reasons a rerun of the same command may fix (the others fail the same way until the cause is fixed)
+TRANSIENT_REASONS = frozenset({"input_unreachable", "task_lost"})
 
 
 @dataclass(frozen=True)
@@ -38,13 +46,22 @@ class Unit:
 
     key: str  # stable identity, e.g. a Common Crawl path relative to the base URL
     source: str  # where to read it from
-    size: int | None = None
-    meta: tuple = ()  # (name, value) pairs a job wants to carry (e.g. crawl id)
-    # ("replaces", (unit id, key, path)) in meta: this unit rewrites a committed unit's file (Table.commit)
+    size: int | None = None  # bytes it reads, when known (progress)
+    rows: int | None = None  # rows it reads, when known (progress, ETA)
+    meta: tuple = ()  # (name, value) pairs a job wants to carry (e.g. crawl id, a shard's row range)
+    covers: tuple = ()  # (name, value) pairs of the input content it covers, recorded in its manifest entry
+    replaces: str | None = None  # the listed file of the committed unit ``ident`` this unit rewrites, in its place
+    ident: str | None = None  # the unit id, when it is not derived from the key (a unit that replaces another)
 
     @property
     def id(self) -> str:
-        return hashlib.sha1(self.key.encode()).hexdigest()[:16]
+        """The unit id the manifest lists."""
+        return self.ident or hashlib.sha1(self.key.encode()).hexdigest()[:16]
+
+    @property
+    def task_id(self) -> str:
+        """Names its receipt, progress note and staged files within a run."""
+        return hashlib.sha1(f"{self.key}\n{self.replaces}".encode()).hexdigest()[:16] if self.replaces else self.id
 
     def get(self, name: str, default=None):
         return dict(self.meta).get(name, default)
@@ -58,15 +75,106 @@ class UnitResult:
     info: dict = field(default_factory=dict)
     failed_reason: str | None = None  # set when the whole unit could not be processed (e.g. unreachable input)
     failed_message: str = ""
-    extra: dict[str, str] = field(default_factory=dict)  # ext -> a finished local file to commit beside the rows
+    extra: dict[str, str] = field(default_factory=dict)  # kind -> a finished local file committed beside the rows
     side: dict[str, pa.Table] = field(default_factory=dict)  # rows for the job's side_tables (e.g. clip's dataset)
 
 
-class Job:
-    """What every job shares: arguments, configuration, the lake, the run record and the summary.
+@dataclass
+class UnitContext:
+    """What a unit's work gets on the executor: the lake, the stage's settings (typed once on the driver), the
+    error sink, and a way to say how far it is."""
 
-    ``UnitJob`` runs one Spark task per unit (extract, download); a job whose output is one batch over a
-    whole table (dedup) subclasses this directly and implements ``run``.
+    lake_ref: LakeRef
+    settings: object
+    errors: ErrorSamples
+    run_id: str = ""
+    table: str = ""
+    task_id: str = ""
+    progress_every_s: float = 5.0
+    _last_progress: float = 0.0
+
+    @cached_property
+    def lake(self) -> Lake:
+        return self.lake_ref.open()
+
+    def progress(self, rows: int, bytes_read: int = 0, force: bool = False) -> None:
+        """Rows (and input bytes) done so far in this unit, for the driver's progress line; throttled."""
+        now = time.time()
+        if not self.table or (not force and now - self._last_progress < self.progress_every_s):
+            return
+        self._last_progress = now
+        try:
+            t = self.lake.table(self.table)
+            self.lake.write_bytes(t.progress_path(self.run_id, self.task_id),
+                                  orjson.dumps({"rows": int(rows), "bytes": int(bytes_read)}))
+        except Exception:  # noqa: BLE001 - progress must never cost a unit
+            pass
+
+
+class RunContext:
+    """One run's record, the same for every job: ``running`` with a heartbeat while it works, then
+    ``succeeded`` (every unit done), ``partial`` (some units failed) or ``failed`` (none done, or the run stopped),
+    with Spark's facts, counts, the error and its trace. ``exit_code`` follows the status."""
+
+    def __init__(self, job: "Job", lake: Lake, cfg: dict, argv: list[str], log: "Log"):
+        self.job, self.lake, self.log = job, lake, log
+        self.run_id = new_run_id()
+        self.t0 = time.time()
+        self.record = {"job": job.name, "run_id": self.run_id, "status": "running", "started": utcnow(),
+                       "heartbeat": utcnow(), "argv": argv, "lake": lake.url, "table": job.output_table,
+                       "config": cfg, "versions": _versions()}
+        self._last_beat = time.time()
+
+    def write(self) -> None:
+        self.lake.write_run(self.job.name, self.run_id, self.record)
+
+    def update(self, **fields) -> None:
+        self.record.update(fields)
+
+    def heartbeat(self, every_s: float = 30.0) -> None:
+        """Rewrite the record now and then while running: a record whose heartbeat stops is a dead run."""
+        if time.time() - self._last_beat >= every_s:
+            self._last_beat = time.time()
+            self.record["heartbeat"] = utcnow()
+            self.write()
+
+    def spark(self, spark) -> None:
+        sc = spark.sparkContext
+        self.record.setdefault("spark", {}).update(master=sc.master, app_id=sc.applicationId)
+
+    def finish(self, *, done: int, failed: int, error: str | None = None, trace: str | None = None,
+               **fields) -> int:
+        """Write the final record; the exit code. ``done`` / ``failed``: units (a batch job counts its batch)."""
+        if error is None and failed == 0:
+            status = "succeeded"
+        elif done > 0:
+            status = "partial"
+        else:
+            status = "failed"
+        self.record.update(fields, status=status, ended=utcnow(), heartbeat=utcnow(),
+                           seconds=round(time.time() - self.t0, 1))
+        if error:
+            self.record["error"] = short(error)
+        if trace:
+            self.record["trace"] = trace
+        self.write()
+        return {"succeeded": EXIT_OK, "partial": EXIT_PARTIAL}.get(status, EXIT_FAILED)
+
+    def fail(self, exc: BaseException) -> int:
+        """The run stopped on an exception: recorded with its trace, one line printed, the failed exit code."""
+        message = short(f"{type(exc).__name__}: {exc}")
+        code = self.finish(done=0, failed=1, error=message, trace=traceback.format_exc())
+        self.log(f"run {self.run_id} failed: {message}")
+        self.log(f"the whole trace is in {self.lake.url_of(self.lake.run_path(self.job.name, self.run_id))}")
+        return code
+
+
+class Job:
+    """What every job shares: arguments, configuration, the lake and the run lifecycle.
+
+    ``UnitJob`` runs one Spark task per unit (extract, download, clip); a job whose output is one batch over a
+    whole table (dedup, index) or that needs no Spark (stats) implements ``run(args, cfg, lake, log, argv)``
+    and uses ``self.start_run`` for its record.
     """
 
     name = "job"
@@ -74,6 +182,7 @@ class Job:
     description = ""
     epilog = ""
     dry_run_help = "show what would run, then stop"
+    writes = True  # whether the job writes to the lake (checked writable before any work)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         pass
@@ -82,7 +191,7 @@ class Job:
         """Extra summary lines from the run's summed ``info`` (e.g. rows per language)."""
         return []
 
-    def run(self, args: argparse.Namespace, argv: list[str]) -> int:
+    def run(self, args: argparse.Namespace, cfg: dict, lake: Lake, log: "Log", argv: list[str]) -> int:
         raise NotImplementedError
 
     def parser(self) -> argparse.ArgumentParser:
@@ -104,25 +213,42 @@ class Job:
         return p
 
     def main(self, argv: list[str] | None = None) -> int:
-        args = self.parser().parse_args(argv)
+        args = self.parser().parse_args(argv)  # argparse exits 2 with its usage line
+        log = Log(self.name)
         try:
-            return self.run(args, argv if argv is not None else sys.argv[1:])
+            cfg = load_config(args.config, args.set)
+            lake = Lake(args.lake, cfg["lake"]["storage_options"])
+            if self.writes and not args.dry_run:
+                lake.check_usable()
+            else:
+                lake.check_readable()
+            return self.run(args, cfg, lake, log, argv if argv is not None else sys.argv[1:])
         except (ConfigError, LakeError, EnvironmentProblem) as exc:
             print(f"[{self.name}] error: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
 
-    def new_record(self, run_id: str, argv: list[str], lake: Lake, cfg: dict) -> dict:
-        return {"job": self.name, "run_id": run_id, "status": "running", "started": utcnow(), "argv": argv,
-                "lake": lake.url, "table": self.output_table, "config": cfg, "versions": _versions()}
+    def start_run(self, lake: Lake, cfg: dict, argv: list[str], log: "Log", **fields) -> RunContext:
+        """The run record, written as ``running``; every output table's half-done commits finished first."""
+        for name in self.output_tables():
+            if lake.table(name).recover():
+                log(f"finished the commit a killed run left half done in {name}")
+        run = RunContext(self, lake, cfg, argv, log)
+        run.update(**fields)
+        run.write()
+        return run
 
-    def print_outcome(self, log, record: dict, totals: dict[str, Ledger], table, lake: Lake) -> None:
+    def output_tables(self) -> tuple[str, ...]:
+        return (self.output_table,)
+
+    def print_outcome(self, log, record: dict, totals: dict[str, Ledger], lake: Lake) -> None:
         """The end of every summary: ledgers, the job's own lines, the table and where the record is."""
         for ledger in totals.values():
             print(ledger.describe())
         for line in self.describe_info(record.get("info", {})):
             log(line)
-        log(f"table {self.output_table}: {record['table_rows']:,} rows in {table.root}")
-        log(f"run record: {lake.run_path(self.name, record['run_id'])}")
+        if "table_rows" in record:
+            log(f"table {self.output_table}: {record['table_rows']:,} rows in {lake.url_of(lake.table(self.output_table).root)}")
+        log(f"run record: {lake.url_of(lake.run_path(self.name, record['run_id']))}")
 
 
 class UnitJob(Job):
@@ -132,69 +258,77 @@ class UnitJob(Job):
     arrow_udf = False  # run units in an iterator Arrow UDF (mapInArrow) instead of an RDD foreach
 
     # -- what a job overrides --------------------------------------------------------------------------
-    def list_units(self, args: argparse.Namespace, cfg: dict, lake: Lake) -> list[Unit]:
+    def settings(self, args: argparse.Namespace, cfg: dict, lake: Lake) -> object:
+        """The stage's settings, typed and checked once on the driver (a bad value stops the run here, in one
+        line); shipped to every task in its UnitContext."""
+        return None
+
+    def list_units(self, args: argparse.Namespace, settings, lake: Lake) -> list[Unit]:
         raise NotImplementedError
 
-    def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
+    def unit_settings(self, settings) -> dict:
+        """Settings that define the units (shard sizes, modes): recorded in the output table's manifest; a rerun
+        with other values resumes only what is not covered, or stops naming the setting (Table.check_meta)."""
+        return {}
+
+    def process_unit(self, unit: Unit, ctx: UnitContext) -> UnitResult:
         raise NotImplementedError
 
-    def task_resources(self, cfg: dict) -> TaskResources | None:
+    def task_resources(self, settings) -> TaskResources | None:
         """What each of this job's tasks asks for instead of the cluster's spark.task.* defaults (Arrow UDF jobs:
         applied as a stage-level task resource profile where Spark supports one); None = the defaults."""
         return None
 
+    def output_tables(self) -> tuple[str, ...]:
+        return (self.output_table, *self.side_tables)
+
     # -- the rest ----------------------------------------------------------------------------------------
-    def run(self, args: argparse.Namespace, argv: list[str]) -> int:
-        cfg = load_config(args.config, args.set)
-        lake = Lake(args.lake, cfg["lake"]["storage_options"])
-        units = self.list_units(args, cfg, lake)
+    def run(self, args, cfg, lake, log, argv) -> int:
+        settings = self.settings(args, cfg, lake)
         table = lake.table(self.output_table)
+        fixed = self.unit_settings(settings)
+        table.check_meta(fixed)
+        units = self.list_units(args, settings, lake)
         committed = table.committed_units()
-        todo = [u for u in units if u.id not in committed]
-        log = Log(self.name)
-        log(f"{len(units)} units, {len(units) - len(todo)} already committed, {len(todo)} to run -> {table.root}")
+        todo = [u for u in units if u.replaces or u.id not in committed]
+        log(f"{len(units)} units, {len(units) - len(todo)} already committed, {len(todo)} to run -> "
+            f"{lake.url_of(table.root)}")
         if args.dry_run:
             for u in todo:
                 print(u.key)
-            return 0
-        lake.check_writable()
-
-        run_id = new_run_id()
-        record = self.new_record(run_id, argv, lake, cfg)
-        record["units"] = {"total": len(units), "already_committed": len(units) - len(todo), "to_run": len(todo)}
-        lake.write_run(self.name, run_id, record)
-        state = _RunState(todo, self.side_tables)
+            return EXIT_OK
+        run = self.start_run(lake, cfg, argv, log,
+                             units={"total": len(units), "already_committed": len(units) - len(todo),
+                                    "to_run": len(todo)})
+        state = _RunState(todo, self.side_tables, fixed)
         if todo:
             spark = get_session(f"laion5b-spark {self.name}", args.spark_profile)
-            record["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
-            self._run_spark(spark, todo, cfg, lake, table, run_id, state, log)
-            record["spark"].update(state.spark_info)
+            run.spark(spark)
+            ctx = UnitContext(lake.ref, settings, ErrorSamples(int(cfg["run"]["error_samples_per_reason"])),
+                              run.run_id, self.output_table,
+                              progress_every_s=max(1.0, float(cfg["run"]["progress_interval_s"]) / 2))
+            self._run_spark(spark, todo, ctx, cfg, table, run, state, log)
+            run.record["spark"].update(state.spark_info)
         totals = sum_ledgers([ledgers_from_dict(r["counts"]) for r in state.done.values()])
-        record["info"] = sum_info([r.get("info", {}) for r in state.done.values()])
-        record.update(
-            status="succeeded" if state.error is None else "failed",
-            ended=utcnow(),
-            units=dict(record["units"], done=len(state.done), failed=len(state.failed)),
-            counts=ledgers_to_dict(totals),
-            failed_units=[{"key": r["key"], "reason": r["reason"], "message": r["message"]}
-                          for r in state.failed.values()],
-            table_rows=table.num_rows(),
-            seconds=round(time.time() - state.t0, 1),
-        )
-        if state.error:
-            record["error"] = state.error
-        lake.write_run(self.name, run_id, record)
-        self._print_summary(log, record, totals, state, table, lake)
-        return 1 if state.error else 0
+        failed_units = [{"key": r["key"], "reason": r["reason"], "message": short(r["message"])}
+                        for r in state.failed.values()]
+        code = run.finish(
+            done=len(state.done), failed=len(state.failed) + len(state.missing), error=state.error,
+            trace=state.error_trace,
+            units=dict(run.record["units"], done=len(state.done), failed=len(state.failed) + len(state.missing)),
+            counts=ledgers_to_dict(totals), info=sum_info([r.get("info", {}) for r in state.done.values()]),
+            failed_units=failed_units, table_rows=table.num_rows())
+        self._print_summary(log, run.record, totals, state, lake)
+        return code
 
-    def _run_spark(self, spark, todo, cfg, lake, table, run_id, state, log) -> None:
+    def _run_spark(self, spark, todo, ctx: UnitContext, cfg, table, run: RunContext, state, log) -> None:
         sc = spark.sparkContext
-        job, lake_ref = self, lake.ref
-        group = f"{self.name}-{run_id}"
-        profile = self._stage_profile(sc, cfg, state, log) if self.arrow_udf else None
+        job = self
+        group = f"{self.name}-{run.run_id}"
+        profile = self._stage_profile(sc, ctx.settings, state, log) if self.arrow_udf else None
 
         def task(unit: Unit) -> None:
-            _run_unit(job, unit, cfg, lake_ref, run_id)
+            _run_unit(job, unit, ctx)
 
         def spark_job() -> None:
             try:
@@ -204,40 +338,41 @@ class UnitJob(Job):
                 else:
                     sc.parallelize(todo, len(todo)).foreach(task)
             except BaseException as exc:  # noqa: BLE001 - reported by the driver below
-                state.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                state.error = short(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
                 state.error_trace = traceback.format_exc()
 
         runner = threading.Thread(target=spark_job, name="spark-job", daemon=True)
         runner.start()
         interval = float(cfg["run"]["commit_interval_s"])
         progress_every = float(cfg["run"]["progress_interval_s"])
-        last_progress = last_commit = time.time()
+        last_commit = time.time()
+        last_progress = time.time() - progress_every + min(progress_every, 3.0)  # a first line after ~3 s
         try:
             while runner.is_alive():
                 runner.join(timeout=min(interval, 1.0))
                 if time.time() - last_commit >= interval:
-                    state.collect(table, run_id)
+                    state.collect(table, run.run_id)
+                    run.heartbeat()
                     last_commit = time.time()
                 if time.time() - last_progress >= progress_every and runner.is_alive():
-                    log(state.progress())
+                    log(state.progress(table, run.run_id, sc))
                     last_progress = time.time()
         except KeyboardInterrupt:
             log("interrupted: cancelling the Spark job; finished units stay committed")
             sc.cancelJobGroup(group)
             runner.join(timeout=30)
             state.error = state.error or "interrupted"
-        state.collect(table, run_id)  # the last receipts
+        state.collect(table, run.run_id)  # the last receipts
         if profile is not None:  # what Spark applied, not only what was asked for
             state.spark_info["stage_resource_profiles"] = stage_profile_ids(sc, group)
-        if state.error and state.error_trace:
-            print(state.error_trace, file=sys.stderr)
-        if state.error is None and not (set(state.done) | set(state.failed)) >= {u.id for u in todo}:
-            state.error = "the Spark job ended but some units wrote no receipt"
-        if state.error is None:
-            table.clean_staging(run_id)
+        state.missing = [u for u in todo if u.id not in state.done and u.id not in state.failed]
+        if state.error is None and state.missing:
+            state.error = f"the Spark job ended but {len(state.missing)} units wrote no receipt"
+        for name in (self.output_table, *self.side_tables):  # what is left there was never committed
+            table.lake.table(name).clean_staging(run.run_id)
 
-    def _stage_profile(self, sc, cfg, state, log):
-        res = self.task_resources(cfg)
+    def _stage_profile(self, sc, settings, state, log):
+        res = self.task_resources(settings)
         if not res:
             return None
         asked = {"cpus": res.cpus, "gpus": res.gpus}
@@ -253,30 +388,40 @@ class UnitJob(Job):
         state.spark_info["task_resources"] = dict(asked, applied=True, profile_id=profile.id)
         return profile
 
-    def _print_summary(self, log, record, totals, state, table, lake) -> None:
+    def _print_summary(self, log, record, totals, state, lake) -> None:
         u = record["units"]
         log(f"run {record['run_id']} {record['status']} in {record['seconds']}s: "
             f"{u['done']} units done, {u['failed']} failed, {u['already_committed']} were already committed")
         for f in record["failed_units"][:10]:
             log(f"unit failed ({f['reason']}): {f['key']}: {f['message']}")
         if u["failed"]:
-            log(f"{u['failed']} units failed; rerun the same command to retry them (committed units are skipped)")
+            reasons = {f["reason"] for f in record["failed_units"]}
+            where = lake.url_of(lake.table(self.output_table).path(f"_errors/{record['run_id']}"))
+            if reasons <= TRANSIENT_REASONS:
+                log(f"{u['failed']} units failed for reasons a later try may not meet; rerun the same command to "
+                    "retry just them (committed units are skipped)")
+            else:
+                log(f"{u['failed']} units failed ({', '.join(sorted(reasons))}): a rerun fails the same way until the "
+                    f"cause is fixed; whole messages and traces are in {where}")
         if state.error:
             log(f"the run stopped early: {state.error}; rerun the same command to resume")
-        self.print_outcome(log, record, totals, table, lake)
+        self.print_outcome(log, record, totals, lake)
 
 
 class _RunState:
     """Driver-side view of a run: receipts read so far, what is committed, progress."""
 
-    def __init__(self, todo: list[Unit], side_tables: tuple[str, ...] = ()):
-        self.todo = {u.id: u for u in todo}
+    def __init__(self, todo: list[Unit], side_tables: tuple[str, ...] = (), fixed: dict | None = None):
+        self.todo = {u.task_id: u for u in todo}
         self.side_tables = side_tables
+        self.fixed = fixed or {}
         self.side_manifests: dict[str, dict] = {}
         self.total_bytes = sum(u.size or 0 for u in todo)
+        self.total_rows = sum(u.rows or 0 for u in todo) if all(u.rows is not None for u in todo) else 0
         self.seen: set[str] = set()
         self.done: dict[str, dict] = {}
         self.failed: dict[str, dict] = {}
+        self.missing: list[Unit] = []
         self.error: str | None = None
         self.error_trace: str | None = None
         self.manifest: dict | None = None  # the output table's manifest, read once per run
@@ -286,7 +431,7 @@ class _RunState:
     def collect(self, table, run_id: str) -> None:
         if self.manifest is None:
             self.manifest = table.manifest()
-        entries, paths, fresh = [], [], []
+        entries, replaces, paths, fresh = [], {}, [], []
         for r in table.receipts(run_id, skip=self.seen):
             paths.append(r.pop("_receipt_path"))
             self.seen.add(paths[-1])
@@ -297,37 +442,67 @@ class _RunState:
                 self.failed.pop(unit, None)
                 self.done[unit] = r
                 fresh.append(r)
-                entry = {k: r[k] for k in ("unit", "key", "path", "rows", "bytes", "counts")}
-                if r.get("extra"):
-                    entry["extra"] = r["extra"]
+                entries.append(FileEntry.from_dict(r["entry"]))
                 if r.get("replaces"):  # a rewrite of a committed unit's file: listed in its place
-                    entry["unit"], entry["key"], entry["replaces"] = r["replaces"]
-                entries.append(entry)
+                    replaces[unit] = r["replaces"]
             else:
                 self.failed[unit] = r
         if entries:
             for name in self.side_tables:  # first: a unit listed in the output table has its side rows listed
                 side = table.lake.table(name)
                 manifest = self.side_manifests.setdefault(name, side.manifest())
-                side.commit([dict(r["side"][name], unit=r["unit"], key=r["key"], counts={}) for r in fresh],
-                            run_id, manifest)
-            table.commit(entries, run_id, self.manifest)
-            table.remove_files(table.replaced_files)
+                listed = {f["unit"]: f.get("path") for f in manifest["files"]}
+                side.commit([FileEntry.from_dict(r["side"][name]) for r in fresh], run_id, manifest,
+                            replaces={r["unit"]: listed.get(r["unit"]) for r in fresh if r.get("replaces")})
+            table.commit(entries, run_id, self.manifest, replaces=replaces, meta=self.fixed or None)
         table.drop_receipts(paths)
 
-    def progress(self) -> str:
+    def progress(self, table=None, run_id: str = "", sc=None) -> str:
+        """Units, rows (those of running units too), success share, MB/s and an ETA from rows when unit sizes
+        in rows are known, else from bytes, else from units."""
         elapsed = max(time.time() - self.t0, 1e-6)
-        n, total = len(self.done) + len(self.failed), len(self.todo)
-        rows = sum(r["rows"] for r in self.done.values())
-        done_bytes = sum(self.todo[u].size or 0 for u in list(self.done) + list(self.failed) if u in self.todo)
-        if self.total_bytes and done_bytes:
-            frac = done_bytes / self.total_bytes
+        finished = {**self.failed, **self.done}
+        n, total = len(finished), len(self.todo)
+        running = {}
+        if table is not None:
+            try:
+                running = {u: p for u, p in table.unit_progress(run_id).items() if u not in finished}
+            except Exception:  # noqa: BLE001 - progress must never break a run
+                running = {}
+        rows_in = sum((self.todo[u].rows or 0) for u in finished if u in self.todo) + \
+            sum(p.get("rows", 0) for p in running.values())
+        rows_out = sum(r["entry"]["rows"] for r in self.done.values())
+        read = sum((self.todo[u].size or 0) for u in finished if u in self.todo) + \
+            sum(p.get("bytes", 0) for p in running.values())
+        if self.total_rows:
+            frac = rows_in / self.total_rows
+        elif self.total_bytes:
+            frac = read / self.total_bytes
         else:
             frac = n / total if total else 1.0
-        eta_s = _duration(elapsed / frac - elapsed) if frac > 0 else "?"
-        mb = f"{done_bytes / elapsed / 1e6:.1f} MB/s | " if self.total_bytes else ""  # units of unknown size
-        return (f"{n}/{total} units ({100 * frac:.0f}%) | {rows:,} rows | {rows / elapsed:,.0f} rows/s | "
-                f"{mb}{len(self.failed)} failed | ETA {eta_s}")
+        if frac <= 0:
+            tasks = ""
+            if sc is not None:
+                try:
+                    active = sum(sc.statusTracker().getStageInfo(s).numActiveTasks
+                                 for s in sc.statusTracker().getActiveStageIds())
+                    tasks = f"{active} tasks running, " if active else "waiting for executors, "
+                except Exception:  # noqa: BLE001
+                    pass
+            return f"0/{total} units | starting: {tasks}no rows finished yet ({_duration(elapsed)} in)"
+        eta = _duration(elapsed / frac - elapsed)
+        ok = f"{100 * len(self.done) / n:.0f}% units ok | " if n else ""
+        mb = f"{read / elapsed / 1e6:.1f} MB/s | " if read else ""
+        rows = f"{rows_in:,} rows read ({rows_in / elapsed:,.0f}/s), {rows_out:,} committed" if self.total_rows \
+            else f"{rows_out:,} rows committed ({rows_out / elapsed:,.0f}/s)"
+        return (f"{n}/{total} units ({100 * frac:.0f}%), {len(running)} running | {rows} | {ok}{mb}"
+                f"{len(self.failed)} failed | ETA {eta}")
+
+
+def short(message: str, limit: int = MESSAGE_CHARS) -> str:
+    """One line of at most ``limit`` characters (the whole text belongs in _errors/ or the run record's trace)."""
+    line = " ".join(str(message).split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def language_line(what: str, languages: dict[str, int], top: int = 12) -> list[str]:
@@ -364,47 +539,40 @@ def sum_info(infos: list[dict]) -> dict:
     return out
 
 
-def _run_unit(job: UnitJob, unit: Unit, cfg: dict, lake_ref: LakeRef, run_id: str) -> None:
-    """Executor side: process one unit, write its file whole, then its receipt."""
+def _run_unit(job: UnitJob, unit: Unit, base: UnitContext) -> None:
+    """Executor side: process one unit, stage its files whole, then its receipt."""
     from pyspark import TaskContext
 
-    ctx = TaskContext.get()
-    attempt = ctx.attemptNumber() if ctx else 0
-    table = lake_ref.open().table(job.output_table)
+    tc = TaskContext.get()
+    attempt = tc.attemptNumber() if tc else 0
+    errors = ErrorSamples(base.errors.per_reason, base.errors.excerpt_bytes)
+    ctx = UnitContext(base.lake_ref, base.settings, errors, base.run_id, base.table, unit.task_id,
+                      base.progress_every_s)
+    lake = ctx.lake
+    table = lake.table(job.output_table)
     t0 = time.time()
-    errors = ErrorSamples(per_reason=int(cfg["run"]["error_samples_per_reason"]))
     try:
-        result = job.process_unit(unit, cfg, errors)
+        result = job.process_unit(unit, ctx)
     except Exception as exc:  # noqa: BLE001 - a bug must cost one unit (reported, retried), not the run
         message = f"{type(exc).__name__}: {exc}"
-        errors.add("unit_error", f"{message}\n{traceback.format_exc()}", source=unit.source)
+        errors.add("unit_error", f"{message}\n{traceback.format_exc()}", source=unit.source, limit=20_000)
         result = UnitResult(None, {}, errors, failed_reason="unit_error", failed_message=message)
     receipt = {"unit": unit.id, "key": unit.key, "attempt": attempt, "seconds": round(time.time() - t0, 3),
-               "info": result.info, "counts": ledgers_to_dict(result.ledgers), "replaces": unit.get("replaces")}
-    receipt["errors"] = table.write_errors(run_id, unit.id, errors.samples)
+               "info": result.info, "counts": ledgers_to_dict(result.ledgers),
+               "replaces": unit.replaces}
+    receipt["errors"] = table.write_errors(ctx.run_id, unit.task_id, result.errors.samples)
     if result.failed_reason:
-        receipt.update(status="failed", reason=result.failed_reason, message=result.failed_message)
+        receipt.update(status="failed", reason=result.failed_reason, message=short(result.failed_message))
     else:
-        rows = result.rows.num_rows if result.rows is not None else 0
-        path, size = None, 0
-        extra = {}
-        for ext, local in result.extra.items():  # moved in before the receipt: never listed half-written
-            extra[ext] = table.data_file(unit.id, run_id, attempt, ext)
-            size += os.path.getsize(local)
-            table.lake.upload(local, table.path(extra[ext]))
-            if os.path.exists(local):  # an object-store upload copies
-                os.remove(local)
-        if rows:
-            path = table.data_file(unit.id, run_id, attempt)
-            size += table.write_parquet(path, result.rows, job.row_group_size)
-        side = {}
-        for name in job.side_tables:
-            t, srows = table.lake.table(name), result.side.get(name)
-            n = srows.num_rows if srows is not None else 0
-            spath = t.data_file(unit.id, run_id, attempt) if n else None
-            side[name] = {"path": spath, "rows": n, "bytes": t.write_parquet(spath, srows, job.row_group_size) if n else 0}
-        receipt.update(status="done", path=path, rows=rows, bytes=size, extra=extra, side=side)
-    table.write_receipt(run_id, unit.id, attempt, receipt)
+        entry = table.write_unit(ctx.run_id, unit.id, unit.key, result.rows, attempt=attempt, side_files=result.extra,
+                                 counts=receipt["counts"], covers=dict(unit.covers),
+                                 row_group_size=job.row_group_size)
+        side = {name: lake.table(name).write_unit(ctx.run_id, unit.id, unit.key, result.side.get(name),
+                                                  attempt=attempt, covers=dict(unit.covers),
+                                                  row_group_size=job.row_group_size).to_dict()
+                for name in job.side_tables}
+        receipt.update(status="done", entry=entry.to_dict(), side=side)
+    table.write_receipt(ctx.run_id, unit.task_id, attempt, receipt)
 
 
 def _run_in_arrow_udf(spark, todo: list[Unit], task, profile=None) -> None:

@@ -1,8 +1,9 @@
-"""The lake: one fsspec root holding tables, run records and error samples.
+"""The lake: one fsspec root holding tables, run records, error samples, knn indices and reports.
 
-This module is the only place that knows lake paths. A table is ``LAKE/<table>/`` with parquet files and
-``_manifest.json``; only files listed in the manifest exist for readers. Data files are written whole and
-moved (local) or uploaded in one PUT (object stores); the manifest is rewritten last, by the driver alone.
+This module owns the lake's paths, its manifest entries and its commits. A table is ``LAKE/<table>/`` with
+``_manifest.json`` (the commit) and ``data/`` (committed parquet only: a plain reader globbing ``data/*.parquet``
+sees exactly the table). Tasks write into ``_staging/<run>/``; the driver's commit writes an intent, moves the
+staged files into place, then rewrites the manifest; a killed commit is finished by the next writer (``recover``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import fsspec
 import orjson
@@ -21,8 +22,15 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
+from .config import ConfigError
+
 MANIFEST = "_manifest.json"
 MANIFEST_FORMAT = 1
+DATA = "data"  # committed parquet files of a table; side files have a folder per kind (tar/)
+STAGING = "_staging"  # per run: staged files, receipts, progress notes and commit intents
+ERRORS = "_errors"
+COMMIT_PREFIX = "_commit-"
+RUNS = "_runs"
 
 
 class LakeError(RuntimeError):
@@ -65,18 +73,68 @@ class Lake:
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
 
-    def check_writable(self) -> None:
-        """Fail early, with what to do, when the lake root cannot be written."""
-        probe = self.path("_runs", f".probe-{uuid.uuid4().hex}")
+    def check_usable(self) -> None:
+        """Fail early, in one line with what to do, when the lake cannot be used: a file where the folder should
+        be, a bucket that does not exist (a lake never creates one), an endpoint that does not answer, no write
+        permission. Every writing job calls this on the driver before Spark starts."""
+        self.check_readable()
+        probe = self.path(RUNS, f".probe-{uuid.uuid4().hex}")
         try:
-            self.fs.makedirs(self.path("_runs"), exist_ok=True)
             self.write_bytes(probe, b"ok")
             self.fs.rm(probe)
         except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
-            raise LakeError(
-                f"cannot write to the lake at {self.url}: {type(exc).__name__}: {exc}. "
-                "Check the path exists and is writable (for s3://, the bucket, credentials and AWS_ENDPOINT_URL)."
-            ) from exc
+            raise LakeError(f"cannot write to the lake at {self.url}: {_first_line(exc)}. Check the path is a "
+                            "writable folder (for s3://, the bucket's permissions and credentials)") from None
+
+    def check_readable(self) -> None:
+        """``check_usable`` without the write probe: for readers and dry runs."""
+        if self.is_local:
+            at = self.root
+            while at and not os.path.exists(at):
+                at = os.path.dirname(at)
+            if at and not os.path.isdir(at):
+                raise LakeError(f"--lake {self.url}: {at} is a file, not a folder; give a folder (it is created "
+                                "if missing)")
+        else:
+            bucket = self.root.split("/", 1)[0]
+            try:
+                found = self.fs.exists(bucket)
+            except Exception as exc:  # noqa: BLE001 - botocore's many errors all mean "cannot reach it"
+                raise LakeError(f"cannot reach the lake at {self.url}: {_first_line(exc)}. Check the endpoint "
+                                "(lake.storage_options endpoint_url, AWS_ENDPOINT_URL) and credentials") from None
+            if not found:
+                raise LakeError(f"bucket {bucket!r} of --lake {self.url} does not exist (or these credentials cannot "
+                                "see it); create it first: a lake never creates buckets")
+
+    check_writable = check_usable
+
+    # -- listing and removing: a missing folder is an empty one -----------------------------------------
+    def listdir(self, path: str, fresh: bool = False) -> list[str]:
+        if fresh:
+            self.fs.invalidate_cache(path)  # object-store listings are cached; receipts arrive all the time
+        try:
+            return self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+
+    def glob(self, pattern: str) -> list[str]:
+        try:
+            return sorted(self.fs.glob(pattern))
+        except FileNotFoundError:
+            return []
+
+    def find(self, path: str) -> list[str]:
+        self.fs.invalidate_cache(path)
+        try:
+            return sorted(self.fs.find(path))
+        except FileNotFoundError:
+            return []
+
+    def rm(self, path: str, recursive: bool = False) -> None:
+        try:
+            self.fs.rm(path, recursive=recursive)
+        except FileNotFoundError:
+            pass
 
     # -- whole-file I/O, atomic per file ------------------------------------------------------------
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -129,11 +187,19 @@ class Lake:
         return tmp, True
 
     def read_json(self, path: str) -> dict | None:
+        """A JSON file, or None when it does not exist. Unreadable or corrupt: a LakeError saying which."""
         try:
             with self.fs.open(path, "rb") as f:
-                return orjson.loads(f.read())
+                data = f.read()
         except FileNotFoundError:
             return None
+        except Exception as exc:  # noqa: BLE001 - an endpoint that does not answer, permissions
+            raise LakeError(f"cannot read {self.url_of(path)}: {_first_line(exc)}") from None
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise LakeError(f"{self.url_of(path)} is not valid JSON ({exc}); a torn write from another tool? "
+                            "Restore it or remove the table") from None
 
     def write_json(self, path: str, obj) -> None:
         self.write_bytes(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
@@ -143,12 +209,8 @@ class Lake:
         return Table(self, name)
 
     def tables(self) -> list[str]:
-        try:
-            entries = self.fs.ls(self.root, detail=False)
-        except FileNotFoundError:
-            return []
         names = []
-        for e in entries:
+        for e in self.listdir(self.root):
             name = posixpath.basename(e.rstrip("/"))
             if not name.startswith("_") and self.fs.exists(posixpath.join(e, MANIFEST)):
                 names.append(name)
@@ -164,22 +226,21 @@ class Lake:
         return self.path("_reports", *parts)
 
     def run_path(self, job: str, run_id: str) -> str:
-        return self.path("_runs", job, f"{run_id}.json")
+        return self.path(RUNS, job, f"{run_id}.json")
 
     def write_run(self, job: str, run_id: str, record: dict) -> None:
         self.write_json(self.run_path(job, run_id), record)
 
     def runs(self, job: str) -> list[dict]:
-        try:
-            paths = sorted(self.fs.glob(self.path("_runs", job, "*.json")))
-        except FileNotFoundError:
-            return []
-        return [r for r in (self.read_json(p) for p in paths) if r]
+        return [r for r in (self.read_json(p) for p in self.glob(self.path(RUNS, job, "*.json"))) if r]
+
+    def run(self, job: str, run_id: str) -> dict | None:
+        return self.read_json(self.run_path(job, run_id))
 
     def jobs(self) -> list[str]:
         """Jobs with a folder of run records under ``LAKE/_runs/``."""
         try:
-            entries = self.fs.ls(self.path("_runs"), detail=True)
+            entries = self.fs.ls(self.path(RUNS), detail=True)
         except FileNotFoundError:
             return []
         return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
@@ -188,102 +249,235 @@ class Lake:
         """A lake path as a URL a user can open (``s3://bucket/...``; plain paths stay plain)."""
         return path if self.is_local else self.fs.unstrip_protocol(path)
 
-    # -- for notebooks: the pandas views live in notebook.py (imported only when asked for) ---------------
-    def summary(self):
-        """A pandas DataFrame, one row per table: rows, files, MB, runs, last updated (from the manifests)."""
-        from . import notebook
 
-        return notebook.summary_frame(self)
+@dataclass
+class FileEntry:
+    """One committed unit of a table, as its manifest lists it. Paths are relative to the table."""
 
-    def run_history(self, job: str | None = None):
-        """A pandas DataFrame of run records (all jobs, or one): status, times, rows in/out per ledger."""
-        from . import notebook
+    unit: str  # the unit's stable id: listed at most once
+    key: str  # what the unit is, for people (an input path, a shard's row range)
+    path: str | None = None  # its parquet file under data/ (a unit with no rows has none)
+    rows: int = 0
+    bytes: int = 0
+    counts: dict = field(default_factory=dict)  # the unit's ledgers (accounting.ledgers_to_dict)
+    extra: dict = field(default_factory=dict)  # side files: kind (e.g. "tar") -> path under <kind>/
+    covers: dict = field(default_factory=dict)  # the input content the unit covers (what resume is keyed by)
+    run_id: str = ""
+    retried_by: list = field(default_factory=list)  # runs that rewrote the unit's files (Table.commit replaces)
 
-        return notebook.run_history_frame(self, job)
+    @classmethod
+    def from_dict(cls, d: dict) -> "FileEntry":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: v for k, v in d.items() if v not in ({}, []) or k == "counts"}
+
+    def files(self) -> list[str]:
+        """Every file of the entry: the parquet one and its side files."""
+        return ([self.path] if self.path else []) + list(self.extra.values())
 
 
 class Table:
+    """``LAKE/<name>/``: ``_manifest.json`` (the commit), ``data/`` (committed parquet only), ``<kind>/`` (committed
+    side files, e.g. ``tar/``), ``_staging/<run>/`` (what tasks wrote, not yet committed), ``_errors/<run>/``."""
+
     def __init__(self, lake: Lake, name: str):
         self.lake = lake
         self.name = name
         self.root = lake.path(name)
-        self.replaced_files: list[str] = []  # files the last commit unlisted (see commit)
 
     def path(self, rel: str) -> str:
         return posixpath.join(self.root, rel)
 
     # -- manifest -----------------------------------------------------------------------------------
     def manifest(self) -> dict:
+        """The raw manifest (for the lake module and fsck); stages use entries(), meta(), consumed()."""
         m = self.lake.read_json(self.path(MANIFEST))
         if m is None:
-            return {"table": self.name, "format": MANIFEST_FORMAT, "files": [], "runs": []}
-        if m.get("format") != MANIFEST_FORMAT or "files" not in m:
-            raise LakeError(f"{self.path(MANIFEST)} is not a laion5b-spark manifest (format {m.get('format')!r})")
+            return {"table": self.name, "format": MANIFEST_FORMAT, "files": [], "runs": [], "version": 0}
+        if not isinstance(m, dict) or m.get("format") != MANIFEST_FORMAT or "files" not in m:
+            fmt = m.get("format") if isinstance(m, dict) else None
+            raise LakeError(f"{self.path(MANIFEST)} is not a laion5b-spark manifest (format {fmt!r})")
         return m
 
+    def exists(self) -> bool:
+        return self.lake.read_json(self.path(MANIFEST)) is not None
+
+    def all_entries(self, manifest: dict | None = None) -> list[FileEntry]:
+        """Every listed unit, those without rows too."""
+        return [FileEntry.from_dict(f) for f in (manifest or self.manifest())["files"]]
+
+    def entries(self, manifest: dict | None = None) -> list[FileEntry]:
+        """Listed units that have a data file (units with no rows have none)."""
+        return [e for e in self.all_entries(manifest) if e.path]
+
     def committed_units(self) -> set[str]:
-        return {f["unit"] for f in self.manifest()["files"]}
+        return {e.unit for e in self.all_entries()}
 
-    def commit(self, entries: list[dict], run_id: str, manifest: dict | None = None, *,
-               consumed: dict[str, list[str]] | None = None, meta: dict | None = None) -> int:
-        """Add entries (one per finished unit) to the manifest; a unit already listed is never listed twice.
+    def runs(self) -> list[str]:
+        """Runs that committed to this table, in commit order."""
+        return list(self.manifest()["runs"])
 
-        Returns how many entries were added or replaced. An entry with ``replaces`` (the listed path of its
-        unit) takes that entry's place, once: ``replaced_files`` then names the unlisted files, for
-        ``remove_files`` after this write. Data files must already be in place. ``manifest``: the driver's
-        copy, kept across commits of one run (the driver is the only writer), updated in place - saves re-reading
-        a manifest of 10^5 units at every commit. ``consumed``: input table -> files of it this commit used up
-        (a derived table's lineage, so an incremental run knows what is new), written in the same manifest
-        write as the entries. ``meta``: table-level settings fixed at the first commit (e.g. the dedup key).
-        """
-        m = manifest if manifest is not None else self.manifest()
-        listed = {f["unit"]: f for f in m["files"]}
-        added, replaced = 0, []
-        for e in sorted(entries, key=lambda e: e["unit"]):
-            old = listed.get(e["unit"])
-            if old is None:
-                listed[e["unit"]] = dict(e, run_id=run_id)
-                m["files"].append(listed[e["unit"]])
-                added += 1
-            elif e.get("replaces") is not None and old.get("path") == e["replaces"]:
-                # a unit's file rewritten (download --retry-failed): same unit, new file, the old one unlisted
-                fields = {k: v for k, v in e.items() if k not in ("unit", "replaces")}
-                replaced += [e["replaces"], *(old.get("extra") or {}).values()]
-                old.pop("extra", None)
-                old.update(fields, retried_by=old.get("retried_by", []) + [run_id])
-                added += 1
-        self.replaced_files = replaced
-        new_inputs = 0
-        for source, paths in (consumed or {}).items():
-            done = m.setdefault("consumed", {}).setdefault(source, [])
-            known = set(done)
-            fresh = sorted(p for p in set(paths) if p not in known)
-            done.extend(fresh)
-            new_inputs += len(fresh)
-        if meta:
-            m.setdefault("meta", {}).update(meta)
-        if added or new_inputs or meta:
-            if run_id not in m["runs"]:
-                m["runs"].append(run_id)
-            m["updated"] = utcnow()
-            self.lake.write_bytes(self.path(MANIFEST), orjson.dumps(m))
-        return added
-
-    def remove_files(self, rels: list[str]) -> None:
-        """Delete data files no manifest lists any more (after a replacing commit); a missing one is fine."""
-        for rel in rels:
-            try:
-                self.lake.fs.rm(self.path(rel))
-            except FileNotFoundError:
-                pass
+    def updated(self) -> str | None:
+        return self.manifest().get("updated")
 
     def consumed(self, source: str) -> set[str]:
         """Files of table ``source`` already used up by commits to this table."""
         return set(self.manifest().get("consumed", {}).get(source, []))
 
     def meta(self) -> dict:
+        """Table-level settings recorded at commits (unit-defining settings, lineage of a replaced table)."""
         return dict(self.manifest().get("meta", {}))
 
+    def check_meta(self, given: dict, what: str = "") -> None:
+        """Stop before any work when a recorded setting differs from the given one: one line naming both."""
+        recorded = self.meta()
+        for key, value in given.items():
+            if key in recorded and recorded[key] != value:
+                raise ConfigError(f"{self.root} was built with {key} = {recorded[key]!r}, this run has {value!r}"
+                                  f"{what}. Use {recorded[key]!r} (e.g. --set {key}={_toml(recorded[key])}), "
+                                  "or write to a new lake")
+
+    # -- writing: tasks stage, the driver commits -------------------------------------------------------
+    def _file_name(self, unit_id: str, run_id: str, attempt: int, kind: str = "parquet") -> str:
+        folder = DATA if kind == "parquet" else kind
+        return f"{folder}/part-{unit_id}-{run_id}-a{attempt}.{kind}"
+
+    def staged(self, run_id: str, rel: str) -> str:
+        """Where a file that the commit places at ``rel`` waits: the run's staging folder, never data/."""
+        return self.path(f"{STAGING}/{run_id}/{rel}")
+
+    def write_unit(self, run_id: str, unit: str, key: str, rows: pa.Table | None, *, attempt: int = 0,
+                   side_files: dict[str, str] | None = None, counts: dict | None = None, covers: dict | None = None,
+                   row_group_size: int = 128 * 1024) -> FileEntry:
+        """Stage one unit's files (its rows as one parquet file, side files moved in from local paths) and return
+        its entry. Nothing is visible to readers until ``commit`` places the files and lists the entry."""
+        entry = FileEntry(unit=unit, key=key, counts=dict(counts or {}), covers=dict(covers or {}), run_id=run_id)
+        for kind, local in (side_files or {}).items():  # moved in before the parquet: never listed half-written
+            rel = self._file_name(unit, run_id, attempt, kind)
+            entry.bytes += os.path.getsize(local)
+            self.lake.upload(local, self.staged(run_id, rel))
+            if os.path.exists(local):  # an object-store upload copies
+                os.remove(local)
+            entry.extra[kind] = rel
+        if rows is not None and rows.num_rows:
+            entry.path = self._file_name(unit, run_id, attempt)
+            entry.rows = rows.num_rows
+            entry.bytes += self.lake.write_parquet(self.staged(run_id, entry.path), rows, row_group_size)
+        return entry
+
+    def add_units(self, run_id: str, units: list[tuple[str, str, pa.Table]], **commit_kw) -> int:
+        """For single-process writers (sample data, benchmarks, fixtures): stage (unit, key, rows) and commit."""
+        entries = [self.write_unit(run_id, u, k, rows) for u, k, rows in units]
+        return self.commit(entries, run_id, **commit_kw)
+
+    def commit(self, entries: list[FileEntry], run_id: str, manifest: dict | None = None, *,
+               replaces: dict[str, str] | None = None, replace_all: bool = False,
+               consumed: dict[str, list[str]] | None = None, meta: dict | None = None) -> int:
+        """Place staged files in data/ (and their side folders), then list them: the manifest write is the commit.
+
+        A unit already listed is never listed twice. ``replaces``: unit -> the listed path its new entry takes the
+        place of (download --retry-failed), once; the old files are deleted after the write. ``replace_all``: the
+        table becomes exactly ``entries`` (a table rebuilt whole). ``consumed``: input table -> its files this commit
+        used up (lineage for incremental runs). ``meta``: table-level settings. ``manifest``: the driver's copy, kept
+        across the commits of one run and updated in place. A commit killed at any step is finished by the next
+        writer's ``recover`` (its intent file names every move). Returns how many entries were added or replaced.
+        """
+        m = manifest if manifest is not None else self.manifest()
+        listed = {f["unit"]: f for f in m["files"]}
+        take, removed = [], []
+        for e in sorted(entries, key=lambda e: e.unit):
+            old = listed.get(e.unit)
+            if replace_all or old is None:
+                take.append(e)
+            elif e.unit in (replaces or {}) and old.get("path") == replaces[e.unit]:
+                take.append(e)
+                removed += FileEntry.from_dict(old).files()
+        if replace_all:
+            keep = {f for e in take for f in e.files()}
+            removed = sorted({f for d in m["files"] for f in FileEntry.from_dict(d).files()} - keep)
+        fresh = {s: sorted(set(p) - set(m.get("consumed", {}).get(s, []))) for s, p in (consumed or {}).items()}
+        if not take and not any(fresh.values()) and not meta and not replace_all:
+            return 0
+        intent = {"run_id": run_id, "base_version": m.get("version", 0), "entries": [e.to_dict() for e in take],
+                  "replace_all": replace_all, "consumed": fresh, "meta": meta or {}, "remove": removed}
+        intent_path = self.path(f"{STAGING}/{run_id}/{COMMIT_PREFIX}{m.get('version', 0) + 1:08d}.json")
+        self.lake.write_json(intent_path, intent)
+        self._finish(intent, intent_path, m)
+        return len(take)
+
+    def _finish(self, intent: dict, intent_path: str, m: dict) -> None:
+        """Do what an intent says: move staged files in, write the manifest (if not written yet), delete what
+        it unlists, then the intent. Every step can be repeated, so a crash at any point is finished later."""
+        if m.get("version", 0) == intent["base_version"]:
+            entries = []
+            for d in intent["entries"]:
+                e = FileEntry.from_dict(d)
+                if all(self._place(self.staged(e.run_id, rel), self.path(rel)) for rel in e.files()):
+                    entries.append(e)  # a staged file that is gone (vacuumed) drops its entry: the unit reruns
+            self._apply(m, entries, intent)
+            self.lake.write_bytes(self.path(MANIFEST), orjson.dumps(m))
+        self.remove_files(intent["remove"])
+        self.lake.rm(intent_path)
+
+    def _apply(self, m: dict, entries: list[FileEntry], intent: dict) -> None:
+        run_id = intent["run_id"]
+        if intent["replace_all"]:
+            m["files"] = []
+        listed = {f["unit"]: i for i, f in enumerate(m["files"])}
+        for e in entries:
+            if e.unit in listed:  # a rewrite of a committed unit: same unit, new files, the first run kept
+                old = FileEntry.from_dict(m["files"][listed[e.unit]])
+                e.run_id, e.retried_by = old.run_id, old.retried_by + [run_id]
+                m["files"][listed[e.unit]] = e.to_dict()
+            else:
+                listed[e.unit] = len(m["files"])
+                m["files"].append(e.to_dict())
+        for source, paths in intent["consumed"].items():
+            m.setdefault("consumed", {}).setdefault(source, []).extend(paths)
+        if intent["meta"]:
+            m.setdefault("meta", {}).update(intent["meta"])
+        if run_id not in m["runs"]:
+            m["runs"].append(run_id)
+        m["updated"] = utcnow()
+        m["version"] = m.get("version", 0) + 1
+
+    def _place(self, staged: str, final: str) -> bool:
+        """Move one staged file to its place: a rename on a local lake, a copy then delete on object stores (a
+        reader sees the whole file or none). True when the file is in place (also when an earlier try moved it)."""
+        fs = self.lake.fs
+        if self.lake.is_local:
+            try:
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.replace(staged, final)
+                return True
+            except FileNotFoundError:
+                return os.path.exists(final)
+        if fs.exists(staged):
+            fs.copy(staged, final)
+            fs.rm(staged)
+            return True
+        return fs.exists(final)
+
+    def recover(self) -> int:
+        """Finish the commits a killed driver left half done (their intent files); the first thing every writer
+        does. Returns how many it finished."""
+        intents = sorted(self.lake.glob(self.path(f"{STAGING}/*/{COMMIT_PREFIX}*.json")),
+                         key=lambda p: posixpath.basename(p))
+        for p in intents:
+            intent = self.lake.read_json(p)
+            if intent is not None:
+                self._finish(intent, p, self.manifest())
+        return len(intents)
+
+    def remove_files(self, rels: list[str]) -> None:
+        """Delete files no manifest lists any more; a missing one is fine."""
+        for rel in rels:
+            self.lake.rm(self.path(rel))
+
+    # -- reading --------------------------------------------------------------------------------------
     def read_rows(self, rel: str, start: int, stop: int, columns: list[str] | None = None) -> pa.Table:
         """Rows [start, stop) of one data file, reading only the row groups that hold them."""
         f = self.lake.fs.open(self.path(rel), "rb") if not self.lake.is_local else None
@@ -308,29 +502,15 @@ class Table:
         """One data file of this table (path relative to the table, as the manifest lists it)."""
         return self.lake.read_parquet(self.path(rel), columns)
 
-    # -- data files -----------------------------------------------------------------------------------
-    def data_file(self, unit_id: str, run_id: str, attempt: int, ext: str = "parquet") -> str:
-        """Relative path of a unit's data file; run and attempt make retried or re-run tasks never collide.
-        ``ext``: a file beside the parquet one (e.g. ``tar``: webdataset), listed under the entry's ``extra``."""
-        return f"data/part-{unit_id}-{run_id}-a{attempt}.{ext}"
-
-    def write_parquet(self, rel: str, table: pa.Table, row_group_size: int = 128 * 1024) -> int:
-        """Write a whole parquet file locally, then move/upload it in one step. Returns its size in bytes."""
-        return self.lake.write_parquet(self.path(rel), table, row_group_size)
-
-    def entries(self) -> list[dict]:
-        """Manifest entries that have a data file (units with no rows have none)."""
-        return [f for f in self.manifest()["files"] if f.get("path")]
-
     def files(self) -> list[str]:
-        return [self.path(f["path"]) for f in self.manifest()["files"] if f.get("path")]
+        return [self.path(e.path) for e in self.entries()]
 
-    def extra_files(self, ext: str) -> list[str]:
-        """The committed files of one kind written beside the parquet ones (e.g. ``tar``), in manifest order."""
-        return [self.path(f["extra"][ext]) for f in self.manifest()["files"] if (f.get("extra") or {}).get(ext)]
+    def extra_files(self, kind: str) -> list[str]:
+        """The committed side files of one kind (e.g. ``tar``), in manifest order."""
+        return [self.path(e.extra[kind]) for e in self.all_entries() if kind in e.extra]
 
     def num_rows(self) -> int:
-        return sum(f["rows"] for f in self.manifest()["files"])
+        return sum(e.rows for e in self.all_entries())
 
     def dataset(self, schema: pa.Schema | None = None) -> pads.Dataset:
         fs = self.lake.fs if not self.lake.is_local else None
@@ -344,7 +524,8 @@ class Table:
             return schema.empty_table() if columns is None else schema.empty_table().select(columns)
         return self.dataset(schema).to_table(columns=columns)
 
-    # -- for notebooks: every view reads exactly the listed files (files() / dataset()) -------------------
+    # -- views: every one reads exactly the listed files (files() / dataset()); pandas, DuckDB, Spark and image
+    #    grids are in laion5b_spark.notebook, which imports this module (never the reverse)
     def to_arrow(self, columns: list[str] | None = None, filter=None) -> pa.Table:
         """The table (or the rows matching a pyarrow compute expression, e.g. ``pc.field("similarity") > 0.3``).
         An empty known table gives its schema's empty table."""
@@ -356,37 +537,17 @@ class Table:
     def to_pandas(self, columns: list[str] | None = None, filter=None):
         return self.to_arrow(columns, filter).to_pandas()
 
-    def to_duckdb(self, con=None):
-        """A DuckDB relation over the listed files. Local lakes: DuckDB reads the parquet files itself; other
-        lakes: DuckDB scans the pyarrow dataset (its fsspec filesystem), with projection and filter pushdown."""
-        from . import notebook
-
-        return notebook.duckdb_relation(self, con)
-
-    def to_spark(self, spark):
-        """A Spark DataFrame of the listed files only (``spark.read.parquet`` on a local lake, fsspec reads in
-        ``mapInArrow`` tasks on other lakes, as Spark has no s3a here)."""
-        from . import notebook
-
-        return notebook.spark_frame(self, spark)
-
     # -- staging: receipts from tasks, read by the driver's committer ------------------------------------
     def receipt_path(self, run_id: str, unit_id: str, attempt: int) -> str:
-        return self.path(f"_staging/{run_id}/{unit_id}-a{attempt}.json")
+        return self.path(f"{STAGING}/{run_id}/receipts/{unit_id}-a{attempt}.json")
 
     def write_receipt(self, run_id: str, unit_id: str, attempt: int, receipt: dict) -> None:
         self.lake.write_bytes(self.receipt_path(run_id, unit_id, attempt), orjson.dumps(receipt))
 
     def receipts(self, run_id: str, skip: set[str] = frozenset()) -> list[dict]:
         """Receipts written so far in this run, except the paths in ``skip`` (already read)."""
-        folder = self.path(f"_staging/{run_id}")
-        self.lake.fs.invalidate_cache(folder)  # object-store listings are cached; receipts arrive all the time
-        try:
-            paths = self.lake.fs.ls(folder, detail=False)
-        except FileNotFoundError:
-            return []
         out = []
-        for p in sorted(paths):
+        for p in sorted(self.lake.listdir(self.path(f"{STAGING}/{run_id}/receipts"), fresh=True)):
             if not p.endswith(".json") or p in skip:
                 continue
             r = self.lake.read_json(p)
@@ -400,44 +561,62 @@ class Table:
         if paths:
             self.lake.fs.rm(paths)
 
+    def progress_path(self, run_id: str, unit_id: str) -> str:
+        return self.path(f"{STAGING}/{run_id}/progress/{unit_id}.json")
+
+    def unit_progress(self, run_id: str) -> dict[str, dict]:
+        """What running units last said of their progress (rows done, bytes read), by unit id."""
+        out = {}
+        for p in self.lake.listdir(self.path(f"{STAGING}/{run_id}/progress"), fresh=True):
+            r = self.lake.read_json(p) if p.endswith(".json") else None
+            if r is not None:
+                out[posixpath.basename(p)[:-5]] = r
+        return out
+
+    def staging_runs(self) -> list[str]:
+        """Runs with a staging folder in this table (running, or killed before cleaning up)."""
+        return sorted(posixpath.basename(p.rstrip("/")) for p in self.lake.listdir(self.path(STAGING)))
+
     def clean_staging(self, run_id: str) -> None:
-        try:
-            self.lake.fs.rm(self.path(f"_staging/{run_id}"), recursive=True)
-        except FileNotFoundError:
-            pass
+        """Drop a run's staging folder: what it still holds was never committed (a losing attempt)."""
+        self.lake.rm(self.path(f"{STAGING}/{run_id}"), recursive=True)
 
     # -- error samples -----------------------------------------------------------------------------------
     def write_errors(self, run_id: str, unit_id: str, samples: list[dict]) -> str | None:
         if not samples:
             return None
-        rel = f"_errors/{run_id}/{unit_id}.jsonl"
+        rel = f"{ERRORS}/{run_id}/{unit_id}.jsonl"
         self.lake.write_bytes(self.path(rel), b"".join(orjson.dumps(s) + b"\n" for s in samples))
         return rel
 
     def error_samples(self) -> list[dict]:
         out = []
-        for p in sorted(self.lake.fs.glob(self.path("_errors/*/*.jsonl"))):
+        for p in sorted(self.lake.glob(self.path(f"{ERRORS}/*/*.jsonl"))):
             with self.lake.fs.open(p, "rb") as f:
                 out.extend(orjson.loads(line) for line in f.read().splitlines() if line)
         return out
 
-
-def show_images(source, n: int = 16, where=None, columns: list[str] | None = None, *,
-                uids: list[int] | None = None, lake: "Lake | None" = None, thumb: int = 160):
-    """An inline HTML grid of images with captions and scores (IPython's ``HTML``; outside IPython an object
-    with ``.data`` and ``_repr_html_``). ``source``: a Lake (its ``dataset``), a Table, or a DataFrame with a
-    ``uid`` column (e.g. knn search results; give ``lake``). ``where``: a pandas query string
-    (``"similarity > 0.3"``) or a pyarrow expression. ``uids``: show these rows, in this order.
-    Image bytes come from ``images``, joined on ``uid``. Details: ``laion5b_spark.notebook.show_images``."""
-    from . import notebook
-
-    return notebook.show_images(source, n=n, where=where, columns=columns, uids=uids, lake=lake, thumb=thumb)
+    # -- what fsck and vacuum walk -------------------------------------------------------------------------
+    def stored_files(self) -> list[str]:
+        """Every file under the table's folder, relative to it (data, side files, staging, errors, manifest)."""
+        root = self.root.rstrip("/") + "/"
+        return sorted(p[len(root):] for p in self.lake.find(self.root) if p.startswith(root))
 
 
 def _declared_schema(name: str) -> pa.Schema | None:
     from .schemas import TABLES
 
     return TABLES.get(name)
+
+
+def _first_line(exc: BaseException, limit: int = 240) -> str:
+    text = str(exc).strip().splitlines()
+    line = f"{type(exc).__name__}: {text[0] if text else ''}"
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _toml(value) -> str:
+    return orjson.dumps(value).decode() if not isinstance(value, str) else value
 
 
 def _protocols(fs) -> tuple:

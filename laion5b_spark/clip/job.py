@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from ..accounting import ErrorSamples, Ledger
+from ..accounting import Ledger
 from ..config import ConfigError
-from ..job import Unit, UnitJob, UnitResult
+from ..job import Unit, UnitContext, UnitJob, UnitResult
 from ..lake import Lake, LakeError
 from ..resources import TaskResources
 from ..schemas import DATASET, SCORED
 from .device import task_device
+from .models import check_loadable
 from .score import ClipSettings, Scorer
 
 _COLUMNS = ["uid", "url", "text", "language", "width", "height", "jpg"]
@@ -48,48 +50,62 @@ weights: clip.pretrained takes an open_clip tag (fetched on a connected cluster)
 random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwatermark stay null (the run says so).
 """
 
-    def list_units(self, args, cfg, lake: Lake) -> list[Unit]:
-        _settings(cfg)
-        self.task_resources(cfg)  # a bad value stops the run before any work
-        entries = lake.table(self.input_table).entries()
+    def settings(self, args, cfg, lake: Lake) -> "ClipJobSettings":
+        settings = ClipJobSettings.from_config(cfg)
+        check_loadable(settings.score)  # a model or checkpoint that cannot load stops the run here, in one line
+        return settings
+
+    def unit_settings(self, settings: "ClipJobSettings") -> dict:
+        return settings.table_settings()
+
+    def list_units(self, args, settings: "ClipJobSettings", lake: Lake) -> list[Unit]:
+        images = lake.table(self.input_table)
+        entries = images.entries()
         if not entries:
-            raise LakeError(f"{lake.table(self.input_table).root} has no committed rows: run jobs/download.py first")
-        return [Unit(key=e["path"], source=e["path"], size=e["bytes"],
-                     meta=(("lake", lake.url), ("rows", e["rows"]))) for e in entries]
+            raise LakeError(f"{images.root} has no committed rows: run jobs/download.py first")
+        scored = {e.unit: e for e in lake.table(self.output_table).all_entries()}
+        units = []
+        for e in entries:  # one unit per images unit; a rewritten images file (--retry-failed) is scored again
+            old = scored.get(e.unit)
+            stale = old is not None and old.covers.get("images_path", old.key) != e.path
+            units.append(Unit(key=e.path, source=e.path, size=e.bytes, rows=e.rows, ident=e.unit,
+                              covers=(("images_unit", e.unit), ("images_path", e.path)),
+                              replaces=(old.path or "") if stale else None))
+        return units
 
-    def task_resources(self, cfg: dict) -> TaskResources | None:
-        try:
-            return TaskResources(cpus=int(cfg["clip"]["task_cpus"]), gpus=float(cfg["clip"]["task_gpus"])) or None
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"clip.task_cpus / clip.task_gpus: {exc}") from exc
+    def task_resources(self, settings: "ClipJobSettings") -> TaskResources | None:
+        return settings.resources
 
-    def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
-        scorer, device = _worker_scorer(cfg)
-        images = Lake(unit.get("lake"), cfg["lake"]["storage_options"]).table(self.input_table)
-        step = max(1, int(cfg["clip"]["read_rows"]))
+    def process_unit(self, unit: Unit, ctx: UnitContext) -> UnitResult:
+        s: ClipJobSettings = ctx.settings
+        errors = ctx.errors
+        scorer, device = _worker_scorer(s.score)
+        images = ctx.lake.table(self.input_table)
+        step = s.read_rows
         scored, dataset = [], []
-        ledger = Ledger("clip", rows_in=unit.get("rows"))
-        for start in range(0, unit.get("rows"), step):
-            rows = images.read_rows(unit.source, start, min(start + step, unit.get("rows")), _COLUMNS)
-            s = scorer.score(rows)
-            scored.append(s)
-            passed = pc.fill_null(s.column("passed"), False)
+        ledger = Ledger("clip", rows_in=unit.rows)
+        for start in range(0, unit.rows, step):
+            rows = images.read_rows(unit.source, start, min(start + step, unit.rows), _COLUMNS)
+            s_ = scorer.score(rows)
+            scored.append(s_)
+            passed = pc.fill_null(s_.column("passed"), False)
             keep = rows.filter(passed)
-            ks = s.filter(passed)
+            ks = s_.filter(passed)
             dataset.append(pa.table({
                 "url": keep.column("url"), "text": keep.column("text"), "width": keep.column("width"),
                 "height": keep.column("height"), "similarity": ks.column("similarity"),
                 "punsafe": ks.column("punsafe"), "pwatermark": ks.column("pwatermark"),
                 "language": keep.column("language"), "uid": keep.column("uid")}, schema=DATASET))
             for reason in ("no_image", "decode_error"):  # the status is the reason
-                for uid in s.filter(pc.equal(s.column("status"), reason)).column("uid").to_pylist():
+                for uid in s_.filter(pc.equal(s_.column("status"), reason)).column("uid").to_pylist():
                     ledger.fail(reason)
                     errors.add(reason, f"uid {uid}", source=unit.source)
-            below = pc.and_(pc.equal(s.column("status"), "scored"), pc.invert(passed))
+            below = pc.and_(pc.equal(s_.column("status"), "scored"), pc.invert(passed))
             n_below = pc.sum(below.cast(pa.int64())).as_py() or 0
             if n_below:
                 ledger.drop("below_threshold", n_below)
             ledger.rows_out += keep.num_rows
+            ctx.progress(start + rows.num_rows)
         out = pa.concat_tables(scored) if scored else SCORED.empty_table()
         release = pa.concat_tables(dataset) if dataset else DATASET.empty_table()
         info = {"scored": int(pc.sum(pc.equal(out.column("status"), "scored").cast(pa.int64())).as_py() or 0),
@@ -107,24 +123,42 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
         return lines
 
 
-def _settings(cfg: dict) -> ClipSettings:
-    c = cfg["clip"]
-    try:
-        return ClipSettings(model=c["model"], pretrained=c["pretrained"], threshold=float(c["threshold"]),
-                            multilingual_model=c["multilingual_model"],
-                            multilingual_pretrained=c["multilingual_pretrained"],
-                            multilingual_threshold=float(c["multilingual_threshold"]), english=tuple(c["english"]),
-                            batch_size=int(c["batch_size"]), decode_threads=int(c["decode_threads"]),
-                            nsfw_head=c["nsfw_head"], watermark_model=c["watermark_model"],
-                            watermark_arch=c["watermark_arch"], watermark_size=int(c["watermark_size"]),
-                            watermark_class=int(c["watermark_class"]))
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"clip settings: {exc}") from exc
+@dataclass(frozen=True)
+class ClipJobSettings:
+    """The clip stage's settings, typed and checked once on the driver."""
+
+    score: ClipSettings
+    read_rows: int
+    resources: TaskResources | None
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "ClipJobSettings":
+        c = cfg["clip"]
+        try:
+            score = ClipSettings(model=c["model"], pretrained=c["pretrained"], threshold=float(c["threshold"]),
+                                 multilingual_model=c["multilingual_model"],
+                                 multilingual_pretrained=c["multilingual_pretrained"],
+                                 multilingual_threshold=float(c["multilingual_threshold"]),
+                                 english=tuple(c["english"]), batch_size=int(c["batch_size"]),
+                                 decode_threads=int(c["decode_threads"]), nsfw_head=c["nsfw_head"],
+                                 watermark_model=c["watermark_model"], watermark_arch=c["watermark_arch"],
+                                 watermark_size=int(c["watermark_size"]), watermark_class=int(c["watermark_class"]))
+            resources = TaskResources(cpus=int(c["task_cpus"]), gpus=float(c["task_gpus"])) or None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"clip settings: {exc}") from exc
+        return cls(score, max(1, int(c["read_rows"])), resources)
+
+    def table_settings(self) -> dict:
+        """What makes scored one table: scores of another model or threshold are not mixed into it."""
+        s = self.score
+        return {"clip.model": s.model, "clip.pretrained": s.pretrained, "clip.threshold": s.threshold,
+                "clip.multilingual_model": s.multilingual_model,
+                "clip.multilingual_threshold": s.multilingual_threshold}
 
 
-def _worker_scorer(cfg: dict) -> tuple[Scorer, str]:
+def _worker_scorer(settings: ClipSettings) -> tuple[Scorer, str]:
     """One Scorer per Python worker and device (Spark reuses workers: the model loads once)."""
-    settings, device = _settings(cfg), task_device()
+    device = task_device()
     key = (settings, device)
     state = getattr(_local, "state", None)
     if state is None or state[0] != key:

@@ -109,3 +109,7 @@ def load(model_name: str, pretrained: str | None, device: str) -> ClipModel:
             _cache[key] = ClipModel(label, model, preprocess, open_clip.get_tokenizer(model_name),
                                     torch.device(device))
         return _cache[key]
+
+
+def check_loadable(settings) -> None:
+    """Placeholder until the driver-side model check lands (see the clip issue notes)."""

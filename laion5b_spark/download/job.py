@@ -10,14 +10,15 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from dataclasses import dataclass
 
 import pyarrow.compute as pc
 
-from ..accounting import REASONS, ErrorSamples
+from ..accounting import REASONS
 from ..config import ConfigError
 from ..dedup.lists import list_paths, load_denylists
-from ..job import Unit, UnitJob, UnitResult
-from ..lake import Lake, LakeError, Table
+from ..job import Unit, UnitContext, UnitJob, UnitResult
+from ..lake import FileEntry, Lake, LakeError
 from .image import ImageProcessor, ImageSettings
 from .robots import RobotsCache
 from .safe_fetch import Fetcher, FetchPolicy
@@ -56,48 +57,44 @@ also after redirects); download.allow admits networks, e.g. --set 'download.allo
                                  "download.retry_reasons (timeouts, resets, 5xx, 429, ...); each such shard's file is "
                                  "rewritten with the same rows and keys")
 
-    def list_units(self, args, cfg, lake: Lake) -> list[Unit]:
-        dcfg = cfg["download"]
-        deny = load_denylists(list_paths(dcfg["denylist"], args.denylist))  # checked before any work
-        dcfg["denylist"] = deny.files  # the tasks load them again, once per worker
-        _settings(cfg)  # settings errors stop the job here, not in a task
+    def settings(self, args, cfg, lake: Lake) -> "DownloadSettings":
+        return DownloadSettings.from_config(cfg, args.denylist)
+
+    def unit_settings(self, settings: "DownloadSettings") -> dict:
+        return settings.table_settings()
+
+    def list_units(self, args, settings: "DownloadSettings", lake: Lake) -> list[Unit]:
         source = lake.table(self.input_table)
         entries = source.entries()
         if not entries:
             raise LakeError(f"{source.root} has no committed rows: run jobs/dedup.py on this lake first")
-        n = int(dcfg["shard_rows"])
-        if n < 1:
-            raise ConfigError("download.shard_rows must be at least 1")
-        units = []
-        for e in entries:
-            for start in range(0, e["rows"], n):
-                stop = min(start + n, e["rows"])
-                units.append(Unit(key=f"{e['path']}:{start}-{stop}", source=e["path"],
-                                  meta=(("lake", lake.url), ("start", start), ("stop", stop))))
+        images = lake.table(self.output_table).all_entries()
+        units = shards_to_fetch(entries, images, settings.shard_rows)
         if args.retry_failed:
-            units += _retry_units(lake.table(self.output_table), lake, set(dcfg["retry_reasons"]))
+            units += _retry_units(images, set(settings.retry_reasons))
         return units
 
-    def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
-        downloader = _worker_downloader(cfg)
-        lake = Lake(unit.get("lake"), cfg["lake"]["storage_options"])
-        if unit.get("replaces"):
-            old = lake.table(self.output_table).read_file(unit.source)
-            out, ledger, info = downloader.retry(old, frozenset(cfg["download"]["retry_reasons"]), errors)
+    def process_unit(self, unit: Unit, ctx: UnitContext) -> UnitResult:
+        s: DownloadSettings = ctx.settings
+        downloader = _worker_downloader(s)
+        if unit.replaces:
+            old = ctx.lake.table(self.output_table).read_file(unit.replaces)
+            out, ledger, info = downloader.retry(old, frozenset(s.retry_reasons), ctx.errors)
         else:
-            rows = lake.table(self.input_table).read_rows(unit.source, unit.get("start"), unit.get("stop"), _COLUMNS)
-            out, ledger = downloader.shard(rows, errors, unit.id[:10])
+            rows = ctx.lake.table(self.input_table).read_rows(unit.source, unit.get("start"), unit.get("stop"),
+                                                              _COLUMNS)
+            out, ledger = downloader.shard(rows, ctx.errors, unit.id[:10], lambda n, b: ctx.progress(n, b))
             info = {}
         stored = pc.binary_length(out.column("jpg"))
-        retryable = sum(ledger.failed.get(r, 0) for r in cfg["download"]["retry_reasons"])
+        retryable = sum(ledger.failed.get(r, 0) for r in s.retry_reasons)
         info.update(images=out.num_rows - stored.null_count, image_bytes=pc.sum(stored).as_py() or 0,
                     retryable=retryable)
         extra = {}
-        if cfg["download"]["webdataset"]:
+        if s.webdataset:
             fd, extra["tar"] = tempfile.mkstemp(suffix=".tar", prefix="l5s-")
             os.close(fd)
-            info["tar_samples"] = write_tar(out, extra["tar"], cfg["download"]["encode_format"])
-        return UnitResult(out, {"images": ledger}, errors, info, extra=extra)
+            info["tar_samples"] = write_tar(out, extra["tar"], s.image.encode_format)
+        return UnitResult(out, {"images": ledger}, ctx.errors, info, extra=extra)
 
     def describe_info(self, info: dict) -> list[str]:
         lines = []
@@ -112,15 +109,76 @@ also after redirects); download.allow admits networks, e.g. --set 'download.allo
         return lines
 
 
-def _retry_units(images: Table, lake: Lake, reasons: set[str]) -> list[Unit]:
+def shards_to_fetch(sources: list[FileEntry], images: list[FileEntry], shard_rows: int) -> list[Unit]:
+    """Shards of the pairs_unique rows no committed images unit covers, ``shard_rows`` rows each.
+
+    Resume is keyed by content: each images entry records the file and row range it covers, so a rerun with
+    another ``download.shard_rows`` cuts only the rows not yet covered and no row is fetched twice."""
+    covered: dict[str, list[tuple[int, int]]] = {}
+    for e in images:
+        c = e.covers or _covers_of_key(e.key)
+        if c:
+            covered.setdefault(c["file"], []).append((int(c["start"]), int(c["stop"])))
+    units = []
+    for e in sources:
+        at = 0
+        for lo, hi in sorted(covered.get(e.path, [])) + [(e.rows, e.rows)]:
+            for start in range(at, min(lo, e.rows), shard_rows):
+                stop = min(start + shard_rows, lo, e.rows)
+                units.append(Unit(key=f"{e.path}:{start}-{stop}", source=e.path, rows=stop - start,
+                                  meta=(("start", start), ("stop", stop)),
+                                  covers=(("file", e.path), ("start", start), ("stop", stop))))
+            at = max(at, hi)
+    return units
+
+
+def _covers_of_key(key: str) -> dict | None:
+    """What a shard entry written before entries recorded ``covers`` covers: its key is ``path:start-stop``."""
+    path, sep, span = key.rpartition(":")
+    start, dash, stop = span.partition("-")
+    if not sep or not dash or not start.isdigit() or not stop.isdigit():
+        return None
+    return {"file": path, "start": int(start), "stop": int(stop)}
+
+
+def _retry_units(images: list[FileEntry], reasons: set[str]) -> list[Unit]:
     """One unit per committed images shard with failures worth another try; it rewrites that shard's file."""
     units = []
-    for e in images.entries():
-        failed = (e.get("counts") or {}).get("images", {}).get("failed", {})
-        if any(failed.get(r) for r in reasons):
-            units.append(Unit(key=f"retry:{e['key']}", source=e["path"],
-                              meta=(("lake", lake.url), ("replaces", (e["unit"], e["key"], e["path"])))))
+    for e in images:
+        failed = e.counts.get("images", {}).get("failed", {})
+        if e.path and any(failed.get(r) for r in reasons):
+            units.append(Unit(key=e.key, source=e.path, rows=e.rows, ident=e.unit, replaces=e.path,
+                              covers=tuple(e.covers.items())))
     return units
+
+
+@dataclass(frozen=True)
+class DownloadSettings:
+    """The download stage's settings, typed and checked once on the driver."""
+
+    policy: FetchPolicy
+    image: ImageSettings
+    shard: ShardSettings
+    shard_rows: int
+    denylist: tuple  # list files, loaded again once per worker
+    retry_reasons: tuple
+    webdataset: bool
+    robots_txt: bool
+
+    @classmethod
+    def from_config(cls, cfg: dict, more_denylists: list[str] = ()) -> "DownloadSettings":
+        d = cfg["download"]
+        deny = load_denylists(list_paths(d["denylist"], list(more_denylists)))  # checked before any work
+        policy, image, shard = _settings(cfg)
+        if int(d["shard_rows"]) < 1:
+            raise ConfigError("download.shard_rows must be at least 1")
+        return cls(policy, image, shard, int(d["shard_rows"]), tuple(deny.files), tuple(d["retry_reasons"]),
+                   bool(d["webdataset"]), bool(d["robots_txt"]))
+
+    def table_settings(self) -> dict:
+        """What makes the images table one table: rows of another size or encoding are not mixed into it."""
+        return {"download.image_size": self.image.image_size, "download.resize_mode": self.image.resize_mode,
+                "download.encode_format": self.image.encode_format}
 
 
 def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
@@ -153,16 +211,13 @@ def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
     return policy, image, shard
 
 
-def _worker_downloader(cfg: dict) -> Downloader:
+def _worker_downloader(s: DownloadSettings) -> Downloader:
     """One Downloader per Python worker (Spark reuses workers): pools, DNS and robots.txt caches outlive a shard."""
-    key = repr(cfg["download"])
     state = getattr(_local, "state", None)
-    if state is None or state[0] != key:
-        d = cfg["download"]
-        policy, image, shard = _settings(cfg)
-        deny = load_denylists(d["denylist"]) if d["denylist"] else None
-        fetcher = Fetcher(policy, per_host_connections=shard.max_per_host)
-        robots = RobotsCache(fetcher.fetch, shard.user_agent_token) if d["robots_txt"] else None
-        state = (key, Downloader(fetcher, ImageProcessor(image), shard, deny, robots))
+    if state is None or state[0] != s:
+        deny = load_denylists(list(s.denylist)) if s.denylist else None
+        fetcher = Fetcher(s.policy, per_host_connections=s.shard.max_per_host)
+        robots = RobotsCache(fetcher.fetch, s.shard.user_agent_token) if s.robots_txt else None
+        state = (s, Downloader(fetcher, ImageProcessor(s.image), s.shard, deny, robots))
         _local.state = state
     return state[1]

@@ -51,15 +51,25 @@ class Downloader:
         self.fetcher, self.processor, self.settings = fetcher, processor, settings
         self.deny, self.robots = deny, robots
 
-    def shard(self, rows: pa.Table, errors: ErrorSamples, key_prefix: str) -> tuple[pa.Table, Ledger]:
-        """``rows`` needs uid, url, text, language. Returns the images rows (same order) and the ledger."""
+    def shard(self, rows: pa.Table, errors: ErrorSamples, key_prefix: str, progress=None
+              ) -> tuple[pa.Table, Ledger]:
+        """``rows`` needs uid, url, text, language. Returns the images rows (same order) and the ledger.
+        ``progress(rows_done, bytes_fetched)`` is called as URLs finish (the caller throttles it)."""
         s = self.settings
         gate = HostGate(s.max_per_host, s.min_interval_s)
         urls = rows.column("url").to_pylist()
         slots = threading.BoundedSemaphore(max(1, s.decode_slots))
+        done = [0, 0]
+        lock = threading.Lock()
 
         def one(url: str) -> dict:
-            return _fetch_one(url, self, gate, slots)
+            r = _fetch_one(url, self, gate, slots)
+            if progress is not None:
+                with lock:
+                    done[0] += 1
+                    done[1] += len(r.get("jpg") or b"")
+                    progress(done[0], done[1])
+            return r
 
         with ThreadPoolExecutor(max(1, s.threads), thread_name_prefix="fetch") as pool:
             results = list(pool.map(one, urls))

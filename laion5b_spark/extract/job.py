@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..accounting import ErrorSamples
-from ..job import Unit, UnitJob, UnitResult, language_line
+from ..job import Unit, UnitContext, UnitJob, UnitResult, language_line
 from .inputs import list_units
+from .settings import ExtractSettings
 from .unit import extract_unit
 
 
@@ -33,12 +33,15 @@ LAKE/pairs/_errors/.
                             help="input files, folders, globs, URLs or *.paths(.gz) manifests")
         parser.add_argument("--input-base-url", help="base URL for manifest lines (default: extract.input_base_url)")
 
-    def list_units(self, args, cfg, lake) -> list[Unit]:
-        base = args.input_base_url or cfg["extract"]["input_base_url"]
-        return list_units(args.input, base, cfg["extract"]["input_storage_options"])
+    def settings(self, args, cfg, lake) -> ExtractSettings:
+        return ExtractSettings.from_config(cfg)
 
-    def process_unit(self, unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
-        return extract_unit(unit, cfg, errors)
+    def list_units(self, args, settings: ExtractSettings, lake) -> list[Unit]:
+        base = args.input_base_url or settings.input_base_url
+        return list_units(args.input, base, settings.input_storage_options)
+
+    def process_unit(self, unit: Unit, ctx: UnitContext) -> UnitResult:
+        return extract_unit(unit, ctx)
 
     def describe_info(self, info: dict) -> list[str]:
         lines = language_line("pairs", info.get("languages", {}))

@@ -38,14 +38,14 @@ def parse_dimension(value: str | None) -> int | None:
 
 
 class PairBuilder:
-    def __init__(self, ecfg: dict, *, source_file: str, crawl: str | None, ledger: Ledger):
-        self.min_alt = int(ecfg["min_alt_length"])
-        self.max_url = int(ecfg["max_url_length"])
-        self.max_alt_chars = int(ecfg["max_alt_chars"])
-        exts = [e.lower() for e in ecfg["exclude_extensions"]]
+    def __init__(self, settings, *, source_file: str, crawl: str | None, ledger: Ledger):
+        self.min_alt = settings.min_alt_length
+        self.max_url = settings.max_url_length
+        self.max_alt_chars = settings.max_alt_chars
+        exts = [e.lower() for e in settings.exclude_extensions]
         # url.split("?", 1)[0].lower().endswith(ext), as one regex
         self.exclude_re = ("^[^?]*(?:" + "|".join(re.escape(e) for e in exts) + r")(?:\?|$)") if exts else None
-        self.detect = LanguageDetector(float(ecfg["min_language_share"])) if ecfg["language_detection"] else None
+        self.detect = LanguageDetector(settings.min_language_share) if settings.language_detection else None
         self.source_file = source_file
         self.crawl = crawl
         self.ledger = ledger

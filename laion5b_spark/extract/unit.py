@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from fastwarc.warc import WarcRecord
 
 from ..accounting import ErrorSamples, Ledger
-from ..job import Unit, UnitResult
+from ..job import Unit, UnitContext, UnitResult
 from .archive import FileEvent, RawRecord, iter_records
 from .html import decode_body, page_from_html
 from .inputs import InputMissing, InputUnreachable, open_input
@@ -23,14 +23,14 @@ class _DecodeFailure(ValueError):
     pass
 
 
-def extract_unit(unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
-    ecfg = cfg["extract"]
-    retries, wait = int(ecfg["input_retries"]), float(ecfg["input_retry_wait_s"])
+def extract_unit(unit: Unit, ctx: UnitContext) -> UnitResult:
+    s, errors = ctx.settings, ctx.errors
+    retries, wait = s.input_retries, s.input_retry_wait_s
     last_error = ""
     for attempt in range(retries + 1):
         attempt_errors = ErrorSamples(errors.per_reason, errors.excerpt_bytes)
         try:
-            result = _extract_once(unit, cfg, attempt_errors)
+            result = _extract_once(unit, s, attempt_errors, ctx.progress)
         except InputUnreachable as exc:
             last_error = str(exc)
             if isinstance(exc, InputMissing):
@@ -46,15 +46,16 @@ def extract_unit(unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
                       failed_reason="input_unreachable", failed_message=last_error)
 
 
-def _extract_once(unit: Unit, cfg: dict, errors: ErrorSamples) -> UnitResult:
-    ecfg = cfg["extract"]
+def _extract_once(unit: Unit, s, errors: ErrorSamples, progress=None) -> UnitResult:
     records, images = Ledger("records"), Ledger("img_tags")
-    builder = PairBuilder(ecfg, source_file=unit.key, crawl=unit.get("crawl"), ledger=images)
+    builder = PairBuilder(s, source_file=unit.key, crawl=unit.get("crawl"), ledger=images)
     info = {"html_pages": 0, "wat_records": 0, "warc_responses": 0}
     t0 = time.time()
-    with open_input(unit.source, ecfg["input_storage_options"]) as f:
-        for item in iter_records(f, int(ecfg["max_record_bytes"])):
+    with open_input(unit.source, s.input_storage_options) as f:
+        for item in iter_records(f, s.max_record_bytes):
             records.rows_in += 1
+            if progress is not None and records.rows_in % 256 == 0:
+                progress(images.rows_out, f.bytes_read)
             if isinstance(item, FileEvent):
                 records.fail(item.reason)
                 errors.add(item.reason, item.message, source=unit.key, offset=item.offset, excerpt=item.excerpt)
