@@ -607,8 +607,8 @@ def _versions() -> dict:
 class SparkProgress:
     """For batch jobs: logs the running Spark stages' tasks done, with ETA, every few seconds."""
 
-    def __init__(self, sc, log, every_s: float):
-        self.sc, self.log, self.every = sc, log, every_s
+    def __init__(self, sc, log, every_s: float, run: RunContext | None = None):
+        self.sc, self.log, self.every, self.run = sc, log, every_s, run
         self.label = "starting"
         self._first_seen: dict[int, float] = {}
         self._stop = threading.Event()
@@ -630,6 +630,8 @@ class SparkProgress:
         while not self._stop.wait(self.every):
             try:
                 self.log(self.line())
+                if self.run is not None:
+                    self.run.heartbeat()
             except Exception:  # noqa: BLE001 - progress must never break a run
                 pass
 

@@ -98,15 +98,14 @@ class Lake:
         else:
             bucket = self.root.split("/", 1)[0]
             try:
-                found = self.fs.exists(bucket)
+                self.fs.invalidate_cache(bucket)
+                self.fs.info(bucket)  # exists() would say False for an endpoint that does not answer
+            except FileNotFoundError:
+                raise LakeError(f"bucket {bucket!r} of --lake {self.url} does not exist (or these credentials cannot "
+                                "see it); create it first: a lake never creates buckets") from None
             except Exception as exc:  # noqa: BLE001 - botocore's many errors all mean "cannot reach it"
                 raise LakeError(f"cannot reach the lake at {self.url}: {_first_line(exc)}. Check the endpoint "
                                 "(lake.storage_options endpoint_url, AWS_ENDPOINT_URL) and credentials") from None
-            if not found:
-                raise LakeError(f"bucket {bucket!r} of --lake {self.url} does not exist (or these credentials cannot "
-                                "see it); create it first: a lake never creates buckets")
-
-    check_writable = check_usable
 
     # -- listing and removing: a missing folder is an empty one -----------------------------------------
     def listdir(self, path: str, fresh: bool = False) -> list[str]:

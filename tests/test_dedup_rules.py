@@ -3,6 +3,8 @@
 import hashlib
 
 import numpy as np
+
+from laion5b_spark.lake import FileEntry
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -189,8 +191,8 @@ def _plan(rows_per_file, shuffle=False, file_mb=1.0):
     """Input files of ~1000 bytes per row."""
     cfg = load_config(None, [f"dedup.shuffle={'true' if shuffle else 'false'}", f"dedup.file_mb={file_mb}",
                              "dedup.rows_per_task=250"])
-    entries = [{"path": f"data/{i}.parquet", "key": f"crawl-data/CC-MAIN-2024-{10 + i % 2}/x{i}", "rows": n,
-                "bytes": n * 1000} for i, n in enumerate(rows_per_file)]
+    entries = [FileEntry(unit=f"u{i}", key=f"crawl-data/CC-MAIN-2024-{10 + i % 2}/x{i}", path=f"data/{i}.parquet",
+                         rows=n, bytes=n * 1000) for i, n in enumerate(rows_per_file)]
     return make_plan(entries, set(), [], cfg), cfg
 
 

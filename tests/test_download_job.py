@@ -108,11 +108,11 @@ def test_retry_failed_fetches_only_the_retryable_failures_again(spark, tmp_path)
         assert all(srv.hits[f"/fine/{i}.jpg"] == 1 for i in range(3)) and srv.hits["/gone.jpg"] == 1
         # the same shards (unit ids), new files; the replaced files are gone
         now = t.entries()
-        assert [e["unit"] for e in now] == [e["unit"] for e in entries]
-        assert {e["path"] for e in now}.isdisjoint(e["path"] for e in entries)
-        assert not any(os.path.exists(t.path(e["path"])) for e in entries)
+        assert [e.unit for e in now] == [e.unit for e in entries]
+        assert {e.path for e in now}.isdisjoint(e.path for e in entries)
+        assert not any(os.path.exists(t.path(e.path)) for e in entries)
         assert sum(len(read_tar_samples(p)) for p in t.extra_files("tar")) == 7  # the rewritten shards have tars
-        c = sum(e["counts"]["images"]["rows_out"] for e in now)
+        c = sum(e.counts["images"]["rows_out"] for e in now)
         assert c == 7 and Lake(str(lake)).runs("download")[-1]["info"]["recovered"] == 4
         # nothing retryable is left: another --retry-failed run fetches nothing
         hits = sum(srv.hits.values())

@@ -75,9 +75,9 @@ def test_bad_inputs_are_counted_and_unreachable_units_retried(spark, tmp_path, s
     inputs = [*bad, f"{base}/good.wat.gz", f"{base}/later.wat.gz"]
     code = extract(lake, *inputs, extra=["--set", "extract.input_retries=1", "--set",
                                          "extract.input_retry_wait_s=0.05"])
-    assert code == 0  # bad input is data, not a job failure
+    assert code == 1  # bad input is data; the unreachable unit makes the run partial (exit 1), not a success
     run = last_run(lake)
-    assert run["units"]["done"] == 5 and run["units"]["failed"] == 1
+    assert run["status"] == "partial" and run["units"]["done"] == 5 and run["units"]["failed"] == 1
     assert run["failed_units"][0]["reason"] == "input_unreachable"
     assert run["counts"]["records"]["failed"] == {"corrupt_record": 1, "truncated_file": 1,
                                                   "unsupported_format": 1}

@@ -12,7 +12,8 @@ from laion5b_spark.accounting import ErrorSamples
 from laion5b_spark.config import load_config
 from laion5b_spark.extract.inputs import list_units
 from laion5b_spark.extract.unit import extract_unit
-from laion5b_spark.job import Unit
+from laion5b_spark.extract.settings import ExtractSettings
+from laion5b_spark.job import Unit, UnitContext
 
 COLS = ["uid", "url", "text", "page_url", "language", "license"]
 
@@ -23,7 +24,7 @@ def run(path_or_url, **overrides):
     unit = Unit(key=str(path_or_url), source=str(path_or_url))
     if os.path.exists(str(path_or_url)):
         [unit] = list_units([str(path_or_url)], "", {})  # as the job lists it (crawl id from the path)
-    r = extract_unit(unit, cfg, errors)
+    r = extract_unit(unit, UnitContext(None, ExtractSettings.from_config(cfg), errors))
     for ledger in r.ledgers.values():
         assert ledger.balanced(), ledger.describe()
     return r, errors

@@ -59,11 +59,12 @@ def ensure_data(min_mb: float) -> list[str]:
 def run_ours(path: str, overrides: tuple = ()) -> int:
     from laion5b_spark.accounting import ErrorSamples
     from laion5b_spark.config import load_config
-    from laion5b_spark.job import Unit
+    from laion5b_spark.extract.settings import ExtractSettings
     from laion5b_spark.extract.unit import extract_unit
+    from laion5b_spark.job import Unit, UnitContext
 
-    cfg = load_config(None, list(overrides))
-    r = extract_unit(Unit(key=path, source=path), cfg, ErrorSamples())
+    settings = ExtractSettings.from_config(load_config(None, list(overrides)))
+    r = extract_unit(Unit(key=path, source=path), UnitContext(None, settings, ErrorSamples()))
     return r.rows.num_rows
 
 

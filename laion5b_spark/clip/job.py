@@ -153,6 +153,7 @@ class ClipJobSettings:
         s = self.score
         return {"clip.model": s.model, "clip.pretrained": s.pretrained, "clip.threshold": s.threshold,
                 "clip.multilingual_model": s.multilingual_model,
+                "clip.multilingual_pretrained": s.multilingual_pretrained,
                 "clip.multilingual_threshold": s.multilingual_threshold}
 
 

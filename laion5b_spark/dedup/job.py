@@ -8,16 +8,15 @@ point is simply run again, and gives the same rows in the same files.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import numpy as np
 
 from ..accounting import Ledger, ledgers_to_dict
-from ..config import ConfigError, load_config
+from ..config import ConfigError
 from ..exchange import identity_partition
-from ..job import Job, Log, SparkProgress, language_line
-from ..lake import Lake, LakeError, new_run_id, utcnow
+from ..job import EXIT_OK, Job, SparkProgress, language_line
+from ..lake import Lake, LakeError
 from ..spark import get_session
 from .lists import describe_lists, list_paths, load_denylists, load_opt_out
 from .passes import (gather_positions, key_blobs, route_positions, select_rows, survivor_blobs,
@@ -54,26 +53,20 @@ any work, naming the file and line.
         parser.add_argument("--opt-out-domains", nargs="+", default=[], metavar="PATH",
                             help="domain opt-out lists: one host or .suffix per line (adds to dedup.opt_out_domains)")
 
-    def run(self, args, argv) -> int:
-        cfg = load_config(args.config, args.set)
+    def run(self, args, cfg, lake, log, argv) -> int:
         dcfg = cfg["dedup"]
         if args.key:
             dcfg["key"] = args.key
         if dcfg["key"] not in KEY_MODES:
             raise ConfigError(f"dedup.key = {dcfg['key']!r}: choose one of {', '.join(KEY_MODES)}")
-        log = Log(self.name)
         deny = load_denylists(list_paths(dcfg["denylist"], args.denylist))
         opt_out = load_opt_out(list_paths(dcfg["opt_out_domains"], args.opt_out_domains))
         rules = RowRules(dcfg["key"], int(dcfg["max_text_chars"]), deny, opt_out)
-        lake = Lake(args.lake, cfg["lake"]["storage_options"])
         source, table = lake.table(self.input_table), lake.table(self.output_table)
         source_entries = source.entries()
-        if not source_entries and not source.manifest()["runs"]:
+        if not source_entries and not source.runs():
             raise LakeError(f"{source.root} has no committed files: run jobs/extract.py on this lake first")
-        fixed = table.meta().get("dedup_key")
-        if fixed and fixed != dcfg["key"]:
-            raise ConfigError(f"{table.root} was built with dedup.key = {fixed!r}; a run with {dcfg['key']!r} would "
-                              "mix two kinds of uniqueness. Use that key, or a new lake/table.")
+        table.check_meta({"dedup_key": dcfg["key"]}, " (two kinds of uniqueness must not mix in one table)")
         consumed, existing = table.consumed(self.input_table), table.entries()
         plan = make_plan(source_entries, consumed, existing, cfg)
         log(f"{len(plan.inputs)} new {self.input_table} files ({plan.rows:,} rows) against "
@@ -86,50 +79,44 @@ any work, naming the file and line.
             log(f"{len(plan.tasks)} key tasks (more on a wider cluster), {plan.buckets} key buckets; input files:")
             for f in plan.inputs:
                 print(f"{f.rank}\t{f.rows}\t{f.path}\t{f.key}")
-            return 0
+            return EXIT_OK
         if not plan.inputs:
             log(f"nothing to do: every {self.input_table} file is already in {self.output_table} "
                 f"({table.num_rows():,} rows)")
-            return 0
-        lake.check_writable()
-        run_id = new_run_id()
-        record = self.new_record(run_id, argv, lake, cfg)
-        record.update(batch=plan.batch_id, key=plan.mode, lists={"denylist": deny.files, "opt_out": opt_out.files,
-                                                                 "entries": deny.sizes()},
-                      inputs={"files": len(plan.inputs), "rows": plan.rows, "existing_rows": plan.existing_rows,
-                              "tasks": len(plan.tasks), "buckets": plan.buckets})
-        lake.write_run(self.name, run_id, record)
-        t0 = time.time()
-        spark = get_session(f"laion5b-spark {self.name}", args.spark_profile)
-        record["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
-        cores = spark.sparkContext.defaultParallelism
-        if len(plan.tasks) < 2 * cores:  # small batch: smaller tasks so that every core works
-            plan = make_plan(source_entries, consumed, existing, cfg, 2 * cores)
-        record["inputs"]["tasks"] = len(plan.tasks)
+            return EXIT_OK
+        run = self.start_run(lake, cfg, argv, log, batch=plan.batch_id, key=plan.mode,
+                             lists={"denylist": deny.files, "opt_out": opt_out.files, "entries": deny.sizes()},
+                             inputs={"files": len(plan.inputs), "rows": plan.rows,
+                                     "existing_rows": plan.existing_rows, "tasks": len(plan.tasks),
+                                     "buckets": plan.buckets})
         try:
-            with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"])) as progress:
-                files, stats, layout = _run_batch(spark, plan, rules, cfg, lake, run_id, progress)
-        except BaseException as exc:
-            record.update(status="failed", ended=utcnow(), seconds=round(time.time() - t0, 1),
-                          error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            lake.write_run(self.name, run_id, record)
-            log(f"the run failed: {record['error']}; nothing was committed - rerun the same command")
-            raise
-        ledgers, info = _summarize(stats, int(dcfg["top_domains"]))
-        total = ledgers.pop("_total")
-        if total.rows_in != plan.rows or total.rows_out != sum(f["rows"] for f in files) or not total.balanced():
-            raise AssertionError(f"dedup accounting does not balance: {total.to_dict()} for {plan.rows} input rows")
-        table.commit(files, run_id, consumed={self.input_table: [f.path for f in plan.inputs]},
-                     meta={"dedup_key": plan.mode})
-        record.update(status="succeeded", ended=utcnow(), seconds=round(time.time() - t0, 1),
-                      counts={"pairs": total.to_dict()}, info=info, table_rows=table.num_rows(),
-                      output={"files": len(files), "shuffle": layout.shuffle, "seed": layout.seed},
-                      per_input_file=ledgers_to_dict(ledgers))
-        lake.write_run(self.name, run_id, record)
-        log(f"run {run_id} succeeded in {record['seconds']}s: {len(plan.inputs)} input files -> "
+            spark = get_session(f"laion5b-spark {self.name}", args.spark_profile)
+            run.spark(spark)
+            cores = spark.sparkContext.defaultParallelism
+            if len(plan.tasks) < 2 * cores:  # small batch: smaller tasks so that every core works
+                plan = make_plan(source_entries, consumed, existing, cfg, 2 * cores)
+            run.record["inputs"]["tasks"] = len(plan.tasks)
+            with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"]), run) as progress:
+                files, stats, layout = _run_batch(spark, plan, rules, cfg, lake, run.run_id, progress)
+            ledgers, info = _summarize(stats, int(dcfg["top_domains"]))
+            total = ledgers.pop("_total")
+            if total.rows_in != plan.rows or total.rows_out != sum(f.rows for f in files) or not total.balanced():
+                raise AssertionError(f"dedup accounting does not balance: {total.to_dict()} for {plan.rows} rows")
+            table.commit(files, run.run_id, consumed={self.input_table: [f.path for f in plan.inputs]},
+                         meta={"dedup_key": plan.mode})
+        except Exception as exc:  # noqa: BLE001 - recorded with its trace; nothing was committed
+            log("nothing was committed; rerun the same command")
+            return run.fail(exc)
+        finally:
+            table.clean_staging(run.run_id)
+        code = run.finish(done=1, failed=0, counts={"pairs": total.to_dict()}, info=info,
+                          table_rows=table.num_rows(),
+                          output={"files": len(files), "shuffle": layout.shuffle, "seed": layout.seed},
+                          per_input_file=ledgers_to_dict(ledgers))
+        log(f"run {run.run_id} succeeded in {run.record['seconds']}s: {len(plan.inputs)} input files -> "
             f"{len(files)} new files, {total.rows_out:,} new unique rows")
-        self.print_outcome(log, record, {"pairs": total}, table, lake)
-        return 0
+        self.print_outcome(log, run.record, {"pairs": total}, lake)
+        return code
 
     def describe_info(self, info: dict) -> list[str]:
         lines = language_line("new rows", info.get("languages", {}))
@@ -185,11 +172,9 @@ def _run_batch(spark, plan: Plan, rules: RowRules, cfg: dict, lake: Lake, run_id
             entry = None
             if rows is not None:
                 ctx = TaskContext.get()
-                t = lake_ref.open().table(out_name)
-                unit = f"{plan.batch_id}-{i:05d}"
-                rel = t.data_file(unit, run_id, ctx.attemptNumber() if ctx else 0)
-                entry = {"unit": unit, "key": f"batch {plan.batch_id} file {i + 1}/{len(groups)}", "path": rel,
-                         "rows": rows.num_rows, "bytes": t.write_parquet(rel, rows), "counts": {}}
+                entry = lake_ref.open().table(out_name).write_unit(
+                    run_id, f"{plan.batch_id}-{i:05d}", f"batch {plan.batch_id} file {i + 1}/{len(groups)}", rows,
+                    attempt=ctx.attemptNumber() if ctx else 0)
             yield {"group": i, "file": entry, "ledgers": ledgers, "info": info}
 
         progress.step(f"2/2 rows: {int(per_rank.sum()):,} unique rows -> {len(groups)} files "
@@ -199,7 +184,7 @@ def _run_batch(spark, plan: Plan, rules: RowRules, cfg: dict, lake: Lake, run_id
                .mapPartitionsWithIndex(write_step).collect())
     finally:
         survivors.unpersist()
-    files = sorted((r["file"] for r in out if r["file"]), key=lambda e: e["unit"])
+    files = sorted((r["file"] for r in out if r["file"]), key=lambda e: e.unit)
     return files, out, layout
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..lake import FileEntry
+
 from ..extract.inputs import crawl_of
 
 KEY_BYTES = 16  # a key and a position: what the shuffle moves per row
@@ -66,9 +68,9 @@ class Plan:
         return out
 
 
-def _order_key(entry: dict) -> tuple:
-    crawl = crawl_of(entry.get("key", ""))
-    return (crawl is None, crawl or "", entry.get("key", ""), entry["path"])
+def _order_key(entry: FileEntry) -> tuple:
+    crawl = crawl_of(entry.key)
+    return (crawl is None, crawl or "", entry.key, entry.path)
 
 
 def _cut(files: list, rows_per_task: int) -> list[list]:
@@ -84,22 +86,21 @@ def _cut(files: list, rows_per_task: int) -> list[list]:
     return tasks
 
 
-def make_plan(pairs_entries: list[dict], consumed: set[str], unique_entries: list[dict], cfg: dict,
+def make_plan(pairs_entries: list[FileEntry], consumed: set[str], unique_entries: list[FileEntry], cfg: dict,
               min_tasks: int = 1) -> Plan:
     """``min_tasks``: cut smaller tasks when the batch is small, so every core has work (speed only: the
     output does not depend on it)."""
     dcfg = cfg["dedup"]
-    pending = sorted((e for e in pairs_entries if e["path"] not in consumed), key=_order_key)
-    new_rows = sum(int(e["rows"]) for e in pending)
+    pending = sorted((e for e in pairs_entries if e.path not in consumed), key=_order_key)
+    new_rows = sum(e.rows for e in pending)
     rows_per_task = max(1, min(int(dcfg["rows_per_task"]), math.ceil(new_rows / max(1, min_tasks))))
     inputs = []
     for rank, e in enumerate(pending):
-        if e["rows"] >= MAX_ROWS_PER_FILE:
-            raise ValueError(f"{e['path']}: {e['rows']} rows; dedup positions allow < 2^32 rows per file")
-        inputs.append(InputFile(rank, e["path"], e.get("key", ""), int(e["rows"]), int(e.get("bytes", 0))))
+        if e.rows >= MAX_ROWS_PER_FILE:
+            raise ValueError(f"{e.path}: {e.rows} rows; dedup positions allow < 2^32 rows per file")
+        inputs.append(InputFile(rank, e.path, e.key, e.rows, e.bytes))
     tasks = [Task(i, tuple(fs)) for i, fs in enumerate(_cut(inputs, rows_per_task))]
-    old = [InputFile(-1, e["path"], e.get("key", ""), int(e["rows"]), int(e.get("bytes", 0)))
-           for e in sorted(unique_entries, key=lambda e: e["path"])]
+    old = [InputFile(-1, e.path, e.key, e.rows, e.bytes) for e in sorted(unique_entries, key=lambda e: e.path)]
     existing = [Task(i, tuple(fs)) for i, fs in enumerate(_cut(old, rows_per_task))]
     total = sum(f.rows for f in inputs) + sum(f.rows for f in old)
     buckets = max(1, math.ceil(total * KEY_BYTES / (float(dcfg["bucket_mb"]) * 2**20)))

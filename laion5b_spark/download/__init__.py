@@ -1,1 +1,1 @@
-"""The download stage: pairs_unique -> images (see docs/DOWNLOAD.md once built)."""
+"""The download stage: pairs_unique -> images, polite and safe, in resumable shards (docs/DOWNLOAD.md)."""

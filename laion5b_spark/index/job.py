@@ -24,7 +24,6 @@ import os
 import posixpath
 import shutil
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -32,15 +31,16 @@ import pyarrow as pa
 
 from ..accounting import Ledger, ledgers_from_dict, sum_ledgers
 from ..clip.label import model_label
-from ..config import ConfigError, load_config
+from ..config import ConfigError
 from ..exchange import OnSpark, tagged
-from ..job import Job, Log, SparkProgress
-from ..lake import Lake, LakeError, new_run_id, utcnow
+from ..job import EXIT_OK, Job, SparkProgress
+from ..lake import FileEntry, Lake, LakeError, utcnow
 from ..spark import get_session
 from . import neardup
 from .build import IndexSettings, Vectors, build, load, recall
 from .export import SOURCES, export_part, read_npy
-from .layout import MODALITIES, BuildLayout, Part, open_knn, parts_of, read_pointer, write_pointer
+from .layout import (MODALITIES, BuildLayout, Part, builds, open_knn, parts_of, read_pointer, remove_build,
+                     write_pointer)
 
 # settings that change what an index is (a pointer with other values is rebuilt); recall/seed only measure it
 _BUILD_SETTINGS = ("max_index_memory_usage", "current_memory_available", "index_key", "index_param",
@@ -69,8 +69,7 @@ class IndexJob(Job):
 query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=..., uid=...)
 """
 
-    def run(self, args, argv) -> int:
-        cfg = load_config(args.config, args.set)
+    def run(self, args, cfg, lake, log, argv) -> int:
         icfg = cfg["index"]
         settings = IndexSettings.from_config(icfg)
         if settings.source not in SOURCES:
@@ -81,8 +80,6 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
         names = [n for n in MODALITIES if icfg[n]]
         if icfg["near_dup"] and "image" not in names:
             raise ConfigError("index.near_dup needs the image index (index.image = true)")
-        log = Log(self.name)
-        lake = Lake(args.lake, cfg["lake"]["storage_options"])
         if settings.distributed and (settings.distributed != "pyspark" or not lake.is_local):
             raise ConfigError("index.distributed = 'pyspark' needs a lake on a file system every executor mounts "
                               "(autofaiss writes its shards there without the lake's storage options); "
@@ -91,7 +88,7 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
         scored = lake.table(self.input_table)
         if not scored.entries():
             raise LakeError(f"{scored.root} has no committed rows: run jobs/clip.py on this lake first")
-        listed_images = {e["path"] for e in lake.table("images").entries()}
+        listed_images = {e.path for e in lake.table("images").entries()}
         all_parts = parts_of(scored.entries())
         parts = [p for p in all_parts if p.images_path in listed_images]
         stale = [p for p in all_parts if p.images_path not in listed_images]
@@ -119,26 +116,22 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
         if args.dry_run:
             for p, ns in todo_parts:
                 print(f"{p.name}\t{p.rows}\t{p.scored_path}\t{','.join(ns)}")
-            return 0
+            return EXIT_OK
         _remove_stale_builds(lake, {n: {build_id, (pointers[n] or {}).get("build")} for n in MODALITIES})
         if not todo_index and not todo_near:
             log(f"nothing to do: the indices and {self.output_table} already cover every scored file")
-            return 0
-        lake.check_writable()
-        run_id = new_run_id()
-        record = self.new_record(run_id, argv, lake, cfg)
-        record.update(build=build_id, model=clip["label"],
-                      inputs={"scored_files": len(all_parts), "stale_scored_files": len(stale),
-                              "rows": sum(p.rows for p in all_parts), "parts_to_export": len(todo_parts)})
-        lake.write_run(self.name, run_id, record)
-        t0 = time.time()
+            return EXIT_OK
+        run = self.start_run(lake, cfg, argv, log, build=build_id, model=clip["label"],
+                             inputs={"scored_files": len(all_parts), "stale_scored_files": len(stale),
+                                     "rows": sum(p.rows for p in all_parts), "parts_to_export": len(todo_parts)})
+        run_id = run.run_id
         built, near = {}, None
         try:
             spark = get_session(f"laion5b-spark {self.name}", args.spark_profile) \
                 if todo_parts or todo_near or settings.distributed else None
             if spark is not None:
-                record["spark"] = {"master": spark.sparkContext.master, "app_id": spark.sparkContext.applicationId}
-            with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"])) if spark \
+                run.spark(spark)
+            with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"]), run) if spark \
                     else contextlib.nullcontext() as progress:
                 receipts = _export(spark, lake, layout, parts, todo_parts, settings.source, clip["label"],
                                    needed[0], progress)
@@ -153,28 +146,25 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
                     log(f"{name} index: {built[name]['index_key']} ({built[name]['size_bytes'] / 1e6:,.1f} MB) in "
                         f"{built[name]['build_seconds']}s; recall@{built[name]['recall']['k']} "
                         f"{built[name]['recall']['recall_at_k']} on {built[name]['recall']['queries']} queries")
-                    _remove_other_runs(lake, layout, name, run_id)
+                    layout.remove_other_runs(name, run_id)
                     if pointers[name] and pointers[name]["build"] != build_id:
-                        _remove_build(lake, name, pointers[name]["build"])  # nothing points to it any more
+                        remove_build(lake, name, pointers[name]["build"])  # nothing points to it any more
                 if todo_near:
                     near = _near_duplicates(spark, lake, layout, near_cfg, run_id, progress, log)
-        except BaseException as exc:
-            record.update(status="failed", ended=utcnow(), seconds=round(time.time() - t0, 1), indices=built,
-                          error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            lake.write_run(self.name, run_id, record)
-            log(f"the run failed: {record['error']}; exported parts and committed indices are kept - rerun the "
-                "same command to resume")
-            raise
+        except Exception as exc:  # noqa: BLE001 - recorded with its trace
+            run.update(indices=built)
+            log("exported parts and committed indices are kept: rerun the same command to resume")
+            return run.fail(exc)
+        finally:
+            out.clean_staging(run_id)
         counts = {"index": export}
         if near is not None:
             counts["near_dup"] = near
-        record.update(status="succeeded", ended=utcnow(), seconds=round(time.time() - t0, 1),
-                      counts={k: v.to_dict() for k, v in counts.items()}, indices=built,
-                      table_rows=out.num_rows())
-        lake.write_run(self.name, run_id, record)
-        log(f"run {run_id} succeeded in {record['seconds']}s")
-        self.print_outcome(log, record, counts, out, lake)
-        return 0
+        code = run.finish(done=1, failed=0, counts={k: v.to_dict() for k, v in counts.items()}, indices=built,
+                          table_rows=out.num_rows())
+        log(f"run {run_id} succeeded in {run.record['seconds']}s")
+        self.print_outcome(log, run.record, counts, lake)
+        return code
 
 
 def _build_id(parts: list[Part], source: str, model: str) -> str:
@@ -188,32 +178,12 @@ def _current(pointer: dict | None, build_id: str, build_cfg: dict) -> bool:
     return bool(pointer) and pointer["build"] == build_id and pointer.get("settings") == build_cfg
 
 
-def _remove_build(lake: Lake, name: str, build: str) -> None:
-    try:
-        lake.fs.rm(lake.index_path(name, build), recursive=True)
-    except FileNotFoundError:
-        pass
-
-
 def _remove_stale_builds(lake: Lake, keep: dict[str, set]) -> None:
     """Per modality, remove build folders other than the current build and the committed one."""
     for name in MODALITIES:
-        try:
-            found = lake.fs.ls(lake.index_path(name), detail=False)
-        except FileNotFoundError:
-            continue
-        for path in found:
-            build = posixpath.basename(path.rstrip("/"))
-            if not build.startswith("_") and build not in keep[name] and lake.fs.isdir(path):
-                _remove_build(lake, name, build)
-
-
-def _remove_other_runs(lake: Lake, layout: BuildLayout, name: str, run_id: str) -> None:
-    """Index files of this build from earlier runs (a rebuild with other settings): the pointer names this run's."""
-    keep = {posixpath.basename(layout.index_file(name, run_id)), posixpath.basename(layout.infos_file(name, run_id))}
-    for path in lake.fs.glob(layout.root(name) + "/knn-*"):
-        if posixpath.basename(path) not in keep:
-            lake.fs.rm(path)
+        for build in builds(lake, name):
+            if build not in keep[name]:
+                remove_build(lake, name, build)
 
 
 def _export(spark, lake: Lake, layout: BuildLayout, parts: list[Part], todo: list[tuple[Part, list[str]]],
@@ -255,7 +225,7 @@ def _build_one(lake: Lake, layout: BuildLayout, name: str, parts: list[Part], se
             for p in parts:
                 lake.fs.get_file(layout.embeddings(name, p.name), os.path.join(emb_dir, f"{p.name}.npy"))
             local_index, local_infos = os.path.join(work, "knn.index"), os.path.join(work, "infos.json")
-        shards = os.path.join(layout.root(name), "_autofaiss_tmp") if settings.distributed else None
+        shards = layout.autofaiss_shards(name) if settings.distributed else None
         infos = build(emb_dir, local_index, local_infos, settings, shards)
         index = load(local_index, infos.get("index_param"))
         vectors = Vectors([np.load(os.path.join(emb_dir, f"{p.name}.npy"), mmap_mode="r") for p in parts])
@@ -289,8 +259,8 @@ def _clip_model(lake: Lake, cfg: dict, which: str) -> dict:
     """The CLIP model whose rows are indexed, as the last clip run was configured: what a text query must use."""
     if which not in ("main", "multilingual"):
         raise ConfigError(f"index.model = {which!r}: choose main or multilingual")
-    runs = [r for r in lake.runs("clip") if r.get("status") == "succeeded"]
-    c = runs[-1]["config"]["clip"] if runs else cfg["clip"]
+    recorded = lake.table("scored").meta()  # the clip stage records its models in the table it writes
+    c = {k.split(".", 1)[1]: v for k, v in recorded.items() if k.startswith("clip.")} or cfg["clip"]
     model, pretrained = (c["model"], c["pretrained"]) if which == "main" else \
         (c.get("multilingual_model"), c.get("multilingual_pretrained"))
     if not model:
@@ -348,12 +318,8 @@ def _near_duplicates(spark, lake: Lake, layout: BuildLayout, near_cfg: dict, run
                                 ids.column("passed").to_numpy(zero_copy_only=False),
                                 ids.column("sha256").combine_chunks())
 
-    def finish(p: int, chunk: pa.Table) -> dict:  # each part's rows are written by the task that assembles them
-        t = lake_ref.open().table(out_name)
-        unit = f"{build}-{names[p]}"
-        rel = t.data_file(unit, run_id, 0)
-        return {"unit": unit, "key": names[p], "path": rel, "rows": chunk.num_rows,
-                "bytes": t.write_parquet(rel, chunk), "counts": {}}
+    def finish(p: int, chunk: pa.Table) -> FileEntry:  # each part's rows are staged by the task that assembles them
+        return lake_ref.open().table(out_name).write_unit(run_id, f"{build}-{names[p]}", names[p], chunk)
 
     progress.step(f"near-duplicates: {len(names)} parts, k={k}, cosine >= {threshold}")
     engine = OnSpark(spark.sparkContext, "index: near-duplicate candidates, exact check and groups")
@@ -363,13 +329,9 @@ def _near_duplicates(spark, lake: Lake, layout: BuildLayout, near_cfg: dict, run
     engine.drop(near)
     ledger = neardup.ledger_of([counts for *_, counts in done])
     log(f"{ledger.rows_in - ledger.rows_out:,} of {ledger.rows_in:,} rows are duplicates")
-    old = table.manifest()
-    files = [entry for _, entry, _ in done]
-    stale = [f["path"] for f in old["files"] if f.get("path")]
-    # the whole table is replaced: the new manifest lists only this build's files
-    table.commit(files, run_id, dict(old, files=[]),
+    # the whole table is replaced: the new manifest lists only this build's files, the old ones are deleted after
+    table.commit([entry for _, entry, _ in done], run_id, replace_all=True,
                  meta={"near_dup": dict(near_cfg, build=build, image_run=pointer["run_id"])})
-    table.remove_files(stale)
     return ledger
 
 

@@ -12,7 +12,7 @@ import os
 import posixpath
 from dataclasses import dataclass
 
-from ..lake import Lake, LakeError
+from ..lake import FileEntry, Lake, LakeError
 
 MODALITIES = ("image", "text")
 POINTER = "_index.json"
@@ -34,11 +34,11 @@ class Part:
         return f"part-{self.number:0{self.width}d}"
 
 
-def parts_of(entries: list[dict]) -> list[Part]:
+def parts_of(entries: list[FileEntry]) -> list[Part]:
     """The parts of ``scored``'s manifest entries, numbered in path order."""
-    entries = sorted(entries, key=lambda e: e["path"])
+    entries = sorted(entries, key=lambda e: e.path)
     width = max(6, len(str(max(len(entries) - 1, 0))))
-    return [Part(i, e["path"], e["key"], e["rows"], width) for i, e in enumerate(entries)]
+    return [Part(i, e.path, e.covers.get("images_path", e.key), e.rows, width) for i, e in enumerate(entries)]
 
 
 class BuildLayout:
@@ -78,6 +78,31 @@ class BuildLayout:
 
     def infos_file(self, name: str, run_id: str) -> str:
         return self.lake.index_path(name, self.build, f"knn-{run_id}.infos.json")
+
+    def index_files(self, name: str) -> list[str]:
+        """Every index file (and its infos) of this build, from any run."""
+        return self.lake.glob(self.lake.index_path(name, self.build, "knn-*"))
+
+    def remove_other_runs(self, name: str, run_id: str) -> None:
+        """Index files of this build from earlier runs (a rebuild with other settings): the pointer names this run's."""
+        keep = {self.index_file(name, run_id), self.infos_file(name, run_id)}
+        for path in self.index_files(name):
+            if path not in keep:
+                self.lake.rm(path)
+
+    def autofaiss_shards(self, name: str) -> str:
+        """Where autofaiss's distributed build (index.distributed = "pyspark") writes its index shards."""
+        return self.lake.index_path(name, self.build, "_autofaiss_tmp")
+
+
+def builds(lake: Lake, name: str) -> list[str]:
+    """The build folders of index ``name`` (committed or not)."""
+    return [posixpath.basename(p.rstrip("/")) for p in lake.listdir(lake.index_path(name))
+            if not posixpath.basename(p.rstrip("/")).startswith("_") and lake.fs.isdir(p)]
+
+
+def remove_build(lake: Lake, name: str, build: str) -> None:
+    lake.rm(lake.index_path(name, build), recursive=True)
 
 
 def read_pointer(lake: Lake, name: str) -> dict | None:

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import random
+import time
 from html.parser import HTMLParser
 
 from warcio.statusandheaders import StatusAndHeaders
@@ -272,10 +273,12 @@ def warc_to_wat(warc_path: str, wat_path: str, vary_key_order: bool = False, see
 
 
 def make_sample_crawl(out_dir: str, files: int = 4, pages_per_file: int = 150, seed: int = 0,
-                      image_host: str = IMAGE_HOST, vary_key_order: bool = False) -> dict:
-    """Write ``files`` WARC files and their WAT files in Common Crawl's layout, plus both path manifests."""
+                      image_host: str = IMAGE_HOST, vary_key_order: bool = False, progress=None) -> dict:
+    """Write ``files`` WARC files and their WAT files in Common Crawl's layout, plus both path manifests.
+    ``progress(line)``: called after each file with files done, pages/s and an ETA."""
     rng = random.Random(seed)
     warcs, wats = [], []
+    t0 = time.time()
     for i in range(files):
         seg = f"crawl-data/{CRAWL}/segments/1700000000000.{i:02d}"
         name = f"{CRAWL}-20990101000000-{i:05d}"
@@ -289,6 +292,11 @@ def make_sample_crawl(out_dir: str, files: int = 4, pages_per_file: int = 150, s
         warc_to_wat(os.path.join(out_dir, warc_rel), os.path.join(out_dir, wat_rel), vary_key_order, seed + i)
         warcs.append(warc_rel)
         wats.append(wat_rel)
+        if progress is not None:
+            elapsed = max(time.time() - t0, 1e-6)
+            left = elapsed / (i + 1) * (files - i - 1)
+            progress(f"{i + 1}/{files} WARC + WAT files, {(i + 1) * pages_per_file:,} pages "
+                     f"({(i + 1) * pages_per_file / elapsed:,.0f} pages/s), ETA {left:.0f}s")
     for name, rels in (("warc.paths.gz", warcs), ("wat.paths.gz", wats)):
         with gzip.open(os.path.join(out_dir, name), "wt") as f:
             f.write("\n".join(rels) + "\n")
@@ -304,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-host", default=IMAGE_HOST)
     args = ap.parse_args(argv)
-    out = make_sample_crawl(args.out, args.files, args.pages_per_file, args.seed, args.image_host)
+    out = make_sample_crawl(args.out, args.files, args.pages_per_file, args.seed, args.image_host,
+                            progress=lambda line: print(f"[sample {time.strftime('%H:%M:%S')}] {line}", flush=True))
     print(f"sample crawl in {args.out}: {len(out['warc'])} WARC + {len(out['wat'])} WAT files, "
           f"manifests wat.paths.gz / warc.paths.gz")
     return 0
