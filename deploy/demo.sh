@@ -40,5 +40,5 @@ echo
 echo "== stats: the funnel from pairs to release, why rows left, plots -> $lake/_reports/stats/report.html (no Spark)"
 "$py" jobs/stats.py --lake "$lake"
 echo
-echo "== the lake"
-"$py" -m laion5b_spark.describe "$lake"
+echo "== the lake, checked (manifests, files and sizes, ledgers, plain readers' view of data/, one row per uid)"
+"$py" -m laion5b_spark.describe "$lake" --check

@@ -493,8 +493,11 @@ class _RunState:
         eta = _duration(elapsed / frac - elapsed)
         ok = f"{100 * len(self.done) / n:.0f}% units ok | " if n else ""
         mb = f"{read / elapsed / 1e6:.1f} MB/s | " if read else ""
-        rows = f"{rows_in:,} rows read ({rows_in / elapsed:,.0f}/s), {rows_out:,} committed" if self.total_rows \
-            else f"{rows_out:,} rows committed ({rows_out / elapsed:,.0f}/s)"
+        if self.total_rows:  # units say how many of their input rows are done
+            rows = f"{rows_in:,}/{self.total_rows:,} rows ({rows_in / elapsed:,.0f}/s), {rows_out:,} committed"
+        else:  # units say how many output rows they have so far
+            made = rows_out + sum(p.get("rows", 0) for p in running.values())
+            rows = f"{made:,} rows ({made / elapsed:,.0f}/s), {rows_out:,} committed"
         return (f"{n}/{total} units ({100 * frac:.0f}%), {len(running)} running | {rows} | {ok}{mb}"
                 f"{len(self.failed)} failed | ETA {eta}")
 

@@ -333,6 +333,8 @@ class Table:
     def check_meta(self, given: dict, what: str = "") -> None:
         """Stop before any work when a recorded setting differs from the given one: one line naming both."""
         recorded = self.meta()
+        if "dedup_key" in recorded:  # lakes written before meta keys were setting names
+            recorded.setdefault("dedup.key", recorded["dedup_key"])
         for key, value in given.items():
             if key in recorded and recorded[key] != value:
                 raise ConfigError(f"{self.root} was built with {key} = {recorded[key]!r}, this run has {value!r}"

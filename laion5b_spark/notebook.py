@@ -1,10 +1,12 @@
 """What a notebook wants from a lake: pandas views of manifests and run records, DuckDB and Spark views of a
-table, and an HTML grid of its images.
+table, and an HTML grid of its images::
 
-Reached through ``laion5b_spark.lake`` (``Lake.summary``, ``Table.to_duckdb``, ``show_images``, ...), which
-imports this module only when one of them is called: jobs never pay for pandas, DuckDB or IPython.
-Every view reads the files a table's manifest lists, through ``Table.files()`` / ``Table.dataset()``, never a
-folder listing: a crashed run's leftovers stay invisible here too.
+    from laion5b_spark.notebook import summary, run_history, to_duckdb, to_spark, show_images
+
+This module imports ``laion5b_spark.lake``, never the reverse: jobs never pay for pandas, DuckDB or IPython.
+Manifests are read through ``Table`` methods (``all_entries``, ``runs``, ``updated``) and every view reads the
+files a table's manifest lists, through ``Table.files()`` / ``Table.dataset()``, never a folder listing: a
+crashed run's leftovers stay invisible here too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import pyarrow.compute as pc
 
 from .lake import Lake, Table
 
+__all__ = ["summary", "run_history", "to_duckdb", "to_spark", "show_images", "HtmlView"]
+
 # columns too heavy to read for choosing rows; the image bytes are fetched afterwards for the chosen rows only
 _HEAVY = {"jpg", "image_embedding", "text_embedding", "exif"}
 # what a caption shows by default, when the rows have it (``score``: a knn search's)
@@ -25,23 +29,27 @@ _CAPTION_COLUMNS = ("score", "similarity", "punsafe", "pwatermark", "width", "he
 
 
 # -- manifests and run records as DataFrames ------------------------------------------------------------
-def summary_frame(lake: Lake):
+def summary(lake: Lake):
+    """A pandas DataFrame, one row per table: rows, files, MB, runs, last updated (from the manifests)."""
     import pandas as pd
 
     rows = []
     for name in lake.tables():
-        m = lake.table(name).manifest()
-        files = [f for f in m["files"] if f.get("path")]
-        rows.append({"table": name, "rows": sum(f["rows"] for f in m["files"]), "files": len(files),
-                     "units": len(m["files"]), "MB": round(sum(f.get("bytes", 0) for f in files) / 1e6, 3),
-                     "runs": len(m.get("runs", [])), "last_run": (m.get("runs") or [None])[-1],
-                     "updated": pd.to_datetime(m.get("updated"), utc=True)})
+        t = lake.table(name)
+        units = t.all_entries()
+        files = [e for e in units if e.path]
+        runs = t.runs()
+        rows.append({"table": name, "rows": sum(e.rows for e in units), "files": len(files),
+                     "units": len(units), "MB": round(sum(e.bytes for e in files) / 1e6, 3),
+                     "runs": len(runs), "last_run": runs[-1] if runs else None,
+                     "updated": pd.to_datetime(t.updated(), utc=True)})
     cols = ["table", "rows", "files", "units", "MB", "runs", "last_run", "updated"]
     return pd.DataFrame(rows, columns=cols)
 
 
-def run_history_frame(lake: Lake, job: str | None = None):
-    """One row per run record; ``<ledger>.rows_in`` / ``<ledger>.rows_out`` columns for each ledger seen."""
+def run_history(lake: Lake, job: str | None = None):
+    """A pandas DataFrame of run records (all jobs, or one): status, times, rows in/out per ledger
+    (``<ledger>.rows_in`` / ``<ledger>.rows_out`` columns for each ledger seen)."""
     import pandas as pd
 
     rows = []
@@ -69,7 +77,10 @@ def run_history_frame(lake: Lake, job: str | None = None):
 
 
 # -- a table as DuckDB / Spark ---------------------------------------------------------------------------
-def duckdb_relation(table: Table, con=None):
+def to_duckdb(table: Table, con=None):
+    """A DuckDB relation over the listed files (on ``con``, else DuckDB's default connection). Local lakes:
+    DuckDB reads the parquet files itself; other lakes: DuckDB scans the pyarrow dataset (its fsspec
+    filesystem), with projection and filter pushdown."""
     import duckdb
 
     con = con if con is not None else duckdb.default_connection()
@@ -82,7 +93,9 @@ def duckdb_relation(table: Table, con=None):
     return con.from_arrow(table.dataset())
 
 
-def spark_frame(table: Table, spark):
+def to_spark(table: Table, spark):
+    """A Spark DataFrame of the listed files only (``spark.read.parquet`` on a local lake, fsspec reads in
+    ``mapInArrow`` tasks on other lakes, as Spark has no s3a here)."""
     from pyspark.sql.pandas.types import from_arrow_schema
 
     files = table.files()

@@ -46,13 +46,10 @@ def _pairs_rows(items: list[tuple[str, str]], source_file: str) -> pa.Table:
 
 
 def _commit(lake: Lake, table: str, units: dict[str, tuple[pa.Table, dict]], run_id: str, **kw) -> None:
+    """Stage one file per unit (with its ledgers, small row groups) and commit them, as a job's driver does."""
     t = lake.table(table)
-    entries = []
-    for key, (rows, counts) in units.items():
-        uid = Unit(key, key).id
-        rel = t.data_file(uid, run_id, 0)
-        entries.append({"unit": uid, "key": key, "path": rel, "rows": rows.num_rows,
-                        "bytes": t.write_parquet(rel, rows, row_group_size=16), "counts": counts})
+    entries = [t.write_unit(run_id, Unit(key, key).id, key, rows, counts=counts, row_group_size=16)
+               for key, (rows, counts) in units.items()]
     t.commit(entries, run_id, **kw)
 
 
@@ -89,7 +86,7 @@ def build(root: str) -> str:
     rid = new_run_id()
     unique = _pairs_rows(items, "crawl/a.warc.wat.gz")
     _commit(lake, "pairs_unique", {"batch-0": (unique, {})}, rid,
-            consumed={"pairs": [e["path"] for e in lake.table("pairs").entries()]})
+            consumed={"pairs": [e.path for e in lake.table("pairs").entries()]})
     dedup = Ledger("pairs", rows_in=N + DUPLICATES, rows_out=N)
     dedup.drop("duplicate", DUPLICATES)
     _record(lake, "dedup", rid, "pairs_unique", {"pairs": dedup.to_dict()}, N)

@@ -81,8 +81,8 @@ def test_a_failed_unit_is_redone_by_the_rerun_with_the_same_tables(spark, images
     lake, _ = images_lake
     images = Lake(str(lake)).table("images")
     clean = tmp_path / "clean"  # the same images, for an uninterrupted run
-    write_pairs(Lake(str(clean)), {e["key"]: images.read_file(e["path"]) for e in images.entries()}, table="images")
-    second = images.path(images.entries()[1]["path"])
+    write_pairs(Lake(str(clean)), {e.key: images.read_file(e.path) for e in images.entries()}, table="images")
+    second = images.path(images.entries()[1].path)
     with open(second, "rb") as f:
         good = f.read()
     with open(second, "wb") as f:

@@ -137,7 +137,7 @@ def _local(tmp_path, inputs, dedup=False, download=()):
 
 def _files(lake, table):
     t = Lake(str(lake)).table(table)
-    return [pq.read_table(t.path(e["path"])) for e in t.entries()]
+    return [pq.read_table(t.path(e.path)) for e in t.entries()]
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ def test_worker_killed_mid_download_every_shard_once(spark, standalone, tmp_path
     assert 1 <= committed < 16, f"the kill did not land mid-run (committed={committed})"
     assert proc.returncode == 0, err[-3000:]
     t = Lake(str(lake)).table("images")
-    assert len({e["unit"] for e in t.entries()}) == len(t.entries()) == 16
+    assert len({e.unit for e in t.entries()}) == len(t.entries()) == 16
     got = t.read_arrow(columns=["uid"]).column("uid").to_pylist()
     assert sorted(got) == sorted(rows.column("uid").to_pylist())
 

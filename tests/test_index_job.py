@@ -118,9 +118,10 @@ def test_a_crash_between_the_two_indices_resumes_with_the_same_tables(spark, tmp
         return real_build(emb_dir, *a, **kw)
 
     monkeypatch.setattr(index_job, "build", build_but_not_text)
-    with pytest.raises(RuntimeError, match="text build"):
-        run_index(tmp_path / "a")
+    assert run_index(tmp_path / "a") == 3  # failed: recorded with its trace, one line printed
     a = Lake(str(tmp_path / "a"))
+    assert last_run(a)["status"] == "failed" and "text build" in last_run(a)["error"]
+    assert "Traceback" in last_run(a)["trace"]
     image_run = read_pointer(a, "image")["run_id"]
     assert read_pointer(a, "text") is None and a.table("dedup_images").num_rows() == 0
     monkeypatch.undo()
@@ -187,10 +188,10 @@ def test_new_scored_files_make_a_new_build_and_the_old_one_goes(spark, tmp_path)
     src = Lake(str(tmp_path / "other"))
     # one more scored file arrives (a new crawl); a scored unit's key is the images file it scored
     (img,) = src.table("images").entries()
-    (new,) = write_pairs(lake, {"new-shard": src.table("images").read_file(img["path"])}, run_id="r2", table="images")
+    (new,) = write_pairs(lake, {"new-shard": src.table("images").read_file(img.path)}, run_id="r2", table="images")
     for name in ("scored", "dataset"):
         (e,) = src.table(name).entries()
-        write_pairs(lake, {new["path"]: src.table(name).read_file(e["path"])}, run_id="r2", table=name)
+        write_pairs(lake, {new.path: src.table(name).read_file(e.path)}, run_id="r2", table=name)
     assert run_index(lake_dir) == 0
     new = read_pointer(lake, "image")
     assert new["build"] != old["build"]

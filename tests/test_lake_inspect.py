@@ -11,7 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from inspect_lake_fixture import copy_lake, inspect_lake  # noqa: F401 - the fixture
-from laion5b_spark.lake import Lake, show_images
+from laion5b_spark.lake import DATA, Lake
+from laion5b_spark.notebook import run_history, show_images, summary, to_duckdb, to_spark
 
 pytestmark = pytest.mark.spark
 INTRUDER = 1 << 60  # the uid of the unlisted file's rows
@@ -24,7 +25,7 @@ def manifest(root, table) -> dict:
 
 def test_summary_and_run_history_equal_the_manifests_and_records(inspect_lake):  # noqa: F811
     lake = Lake(inspect_lake)
-    s = lake.summary().set_index("table")
+    s = summary(lake).set_index("table")
     assert list(s.index) == ["dataset", "images", "pairs", "pairs_unique", "scored"]
     for name, row in s.iterrows():
         m = manifest(inspect_lake, name)
@@ -33,7 +34,7 @@ def test_summary_and_run_history_equal_the_manifests_and_records(inspect_lake): 
         assert row["files"] == len(listed) and row["runs"] == len(m["runs"]) and row["last_run"] == m["runs"][-1]
         assert row["MB"] == round(sum(f["bytes"] for f in listed) / 1e6, 3)
         assert row["updated"].isoformat().startswith(m["updated"][:19])
-    h = lake.run_history()
+    h = run_history(lake)
     assert sorted(h["job"]) == ["clip", "dedup", "download", "extract"]
     for rec in h.to_dict("records"):
         with open(f"{inspect_lake}/_runs/{rec['job']}/{rec['run_id']}.json", "rb") as f:
@@ -42,15 +43,21 @@ def test_summary_and_run_history_equal_the_manifests_and_records(inspect_lake): 
         for ledger, c in run["counts"].items():
             assert (rec[f"{ledger}.rows_in"], rec[f"{ledger}.rows_out"]) == (c["rows_in"], c["rows_out"])
     assert h.loc[h.job == "extract", "img_tags.rows_in"].item() == 99  # 88 pairs + 11 dropped img tags
-    assert len(lake.run_history("clip")) == 1 and list(lake.run_history("clip").job) == ["clip"]
+    assert len(run_history(lake, "clip")) == 1 and list(run_history(lake, "clip").job) == ["clip"]
 
 
 def _plant_unlisted_file(lake: Lake, table: str) -> None:
-    """A valid parquet file in the table's data folder that the manifest does not list (a crashed run's)."""
+    """Valid parquet files of the table that its manifest does not list: a crashed run's staged unit (written,
+    never committed), and a file in data/ that a plain ``data/*.parquet`` glob would pick up (copied in by hand,
+    or left by a commit killed before its manifest write)."""
     t = lake.table(table)
-    rows = t.read_file(t.entries()[0]["path"])
+    rows = t.read_file(t.entries()[0].path)
     rows = rows.set_column(rows.schema.get_field_index("uid"), "uid", pa.array([INTRUDER] * rows.num_rows, pa.int64()))
-    t.write_parquet("data/part-crashed-run.parquet", rows)
+    staged = t.write_unit("crashed-run", "crashed-unit", "crashed", rows)
+    planted = t.path(f"{DATA}/part-crashed-run.parquet")
+    lake.write_parquet(planted, rows)
+    assert lake.fs.exists(t.staged("crashed-run", staged.path)) and planted in lake.glob(t.path(f"{DATA}/*.parquet"))
+    assert not {t.staged("crashed-run", staged.path), planted} & set(t.files())
 
 
 @pytest.mark.parametrize("table", ["dataset", "scored"])  # scored: float16 embeddings, which Spark reads as float
@@ -62,8 +69,8 @@ def test_readers_read_only_the_listed_files(inspect_lake, tmp_path, spark, table
     assert len(expected) == t.num_rows() and INTRUDER not in expected
     assert sorted(t.to_arrow(["uid"]).column("uid").to_pylist()) == expected
     assert sorted(t.to_pandas(["uid"])["uid"]) == expected
-    assert sorted(u for (u,) in t.to_duckdb().select("uid").fetchall()) == expected
-    df = t.to_spark(spark)
+    assert sorted(u for (u,) in to_duckdb(t).select("uid").fetchall()) == expected
+    df = to_spark(t, spark)
     assert sorted(r.uid for r in df.select("uid").collect()) == expected
     if table == "scored":
         assert dict(df.dtypes)["image_embedding"] == "array<float>"
@@ -80,7 +87,7 @@ def test_to_arrow_filter_and_an_empty_known_table(inspect_lake, tmp_path):  # no
     assert high.num_rows == int((sims >= sims.median()).sum()) and high.schema.names == ["uid", "similarity"]
     empty = Lake(str(tmp_path / "none")).table("dedup_images")
     assert empty.to_arrow().num_rows == 0 and "duplicate" in empty.to_pandas().columns
-    assert empty.to_duckdb().fetchall() == []
+    assert to_duckdb(empty).fetchall() == []
 
 
 def test_readers_on_an_s3_lake_read_only_the_listed_files(inspect_lake, moto_s3, spark):  # noqa: F811
@@ -94,9 +101,9 @@ def test_readers_on_an_s3_lake_read_only_the_listed_files(inspect_lake, moto_s3,
     t = lake.table("dataset")
     expected = sorted(Lake(inspect_lake).table("dataset").to_arrow(["uid"]).column("uid").to_pylist())
     assert sorted(t.to_arrow(["uid"]).column("uid").to_pylist()) == expected
-    assert sorted(u for (u,) in t.to_duckdb().select("uid").fetchall()) == expected
-    assert sorted(r.uid for r in t.to_spark(spark).select("uid").collect()) == expected
-    assert lake.summary().set_index("table").loc["dataset", "rows"] == len(expected)
+    assert sorted(u for (u,) in to_duckdb(t).select("uid").fetchall()) == expected
+    assert sorted(r.uid for r in to_spark(t, spark).select("uid").collect()) == expected
+    assert summary(lake).set_index("table").loc["dataset", "rows"] == len(expected)
     assert show_images(lake, n=3).data.count("<img") == 3  # bytes from the s3 images table
 
 

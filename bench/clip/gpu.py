@@ -88,10 +88,8 @@ def make_lake(path: str, n: int, distinct: int = 512, seed: int = 0) -> None:
                     key=pa.array([f"{start + i:09d}" for i in range(m)]), status=pa.array(["success"] * m),
                     width=pa.array([256] * m, pa.int32()), height=pa.array([256] * m, pa.int32()),
                     jpg=pa.array([b for b, _ in pick], pa.binary()))
-        rel = t.data_file(f"bench{f:04d}", "bench", 0)
         rows = pa.table(cols, schema=schemas.IMAGES)
-        entries.append({"unit": f"bench{f:04d}", "key": f"b{f}", "path": rel, "rows": m, "counts": {},
-                        "bytes": t.write_parquet(rel, rows, ROW_GROUP)})
+        entries.append(t.write_unit("bench", f"bench{f:04d}", f"b{f}", rows, row_group_size=ROW_GROUP))
     t.commit(entries, "bench")
 
 
@@ -146,7 +144,7 @@ def bench_model(name: str, lake: str, device: str, args) -> dict:
 
     images = Lake(lake).table("images")
     entries = images.entries()
-    n = sum(e["rows"] for e in entries)
+    n = sum(e.rows for e in entries)
     t = time.perf_counter()
     scorer = Scorer(ClipSettings(model=name, pretrained="", threshold=0.0, batch_size=args.batch_size,
                                  decode_threads=args.decode_threads), device)
@@ -155,7 +153,7 @@ def bench_model(name: str, lake: str, device: str, args) -> dict:
     print(f"{name}: loaded on {device} in {load_s:.1f} s", flush=True)
 
     # warm-up: CUDA context, cuBLAS handles, autocast kernels - out of the numbers
-    first = images.read_rows(entries[0]["path"], 0, min(entries[0]["rows"], args.batch_size * 2), COLUMNS)
+    first = images.read_rows(entries[0].path, 0, min(entries[0].rows, args.batch_size * 2), COLUMNS)
     scorer.score(first)
     _sync(device)
 
@@ -166,8 +164,8 @@ def bench_model(name: str, lake: str, device: str, args) -> dict:
         t = time.perf_counter()
         scored = 0
         for e in entries:
-            for start in range(0, e["rows"], args.read_rows):
-                rows = images.read_rows(e["path"], start, min(start + args.read_rows, e["rows"]), COLUMNS)
+            for start in range(0, e.rows, args.read_rows):
+                rows = images.read_rows(e.path, start, min(start + args.read_rows, e.rows), COLUMNS)
                 out = scorer.score(rows)
                 scored += out.num_rows
         _sync(device)
@@ -175,7 +173,7 @@ def bench_model(name: str, lake: str, device: str, args) -> dict:
     assert scored == n
 
     # decode + resize alone: the function the pool runs, on one thread and on the pool
-    sample = images.read_rows(entries[0]["path"], 0, min(entries[0]["rows"], args.decode_sample), ["jpg"])
+    sample = images.read_rows(entries[0].path, 0, min(entries[0].rows, args.decode_sample), ["jpg"])
     jpgs = sample.column("jpg").to_pylist()
     t = time.perf_counter()
     for b in jpgs:
@@ -187,7 +185,7 @@ def bench_model(name: str, lake: str, device: str, args) -> dict:
         pool_rate = len(jpgs) * max(1, args.decode_threads // 2) / (time.perf_counter() - t)
 
     # model alone: pre-decoded uint8 batches (a few distinct ones, rotated), both towers, as Scorer._encode does
-    texts = images.read_rows(entries[0]["path"], 0, len(jpgs), ["text"]).column("text").to_pylist()
+    texts = images.read_rows(entries[0].path, 0, len(jpgs), ["text"]).column("text").to_pylist()
     prepared = [score_mod._decode(b, clip, False)[1] for b in jpgs]
     batches = [(prepared[i:i + args.batch_size], texts[i:i + args.batch_size])
                for i in range(0, len(prepared) - args.batch_size + 1, args.batch_size)] or [(prepared, texts)]

@@ -35,7 +35,8 @@ DATA = os.path.join(HERE, "data")
 ROWS_PER_FILE = 250_000
 
 
-def _generate_file(args) -> dict:
+def _generate_file(args):
+    """Stage one generated pairs file (a worker process); the driver commits every entry in one go."""
     from laion5b_spark.job import Unit
     from laion5b_spark.lake import Lake
     from laion5b_spark.sample.pairs import generate_rows
@@ -45,10 +46,7 @@ def _generate_file(args) -> dict:
     t = generate_rows(rows, 1000 + i, first_item=i * rows, item_space=int(n_files * rows * 0.7),
                       source_file=key, crawl=crawl)
     table = Lake(lake_url).table("pairs")
-    unit = Unit(key, key).id
-    rel = table.data_file(unit, "generated", 0)
-    return {"unit": unit, "key": key, "path": rel, "rows": t.num_rows, "bytes": table.write_parquet(rel, t),
-            "counts": {}}
+    return table.write_unit("generated", Unit(key, key).id, key, t)
 
 
 def ensure_table(rows: int, workers: int) -> str:

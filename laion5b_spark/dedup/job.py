@@ -66,7 +66,7 @@ any work, naming the file and line.
         source_entries = source.entries()
         if not source_entries and not source.runs():
             raise LakeError(f"{source.root} has no committed files: run jobs/extract.py on this lake first")
-        table.check_meta({"dedup_key": dcfg["key"]}, " (two kinds of uniqueness must not mix in one table)")
+        table.check_meta({"dedup.key": dcfg["key"]}, " (two kinds of uniqueness must not mix in one table)")
         consumed, existing = table.consumed(self.input_table), table.entries()
         plan = make_plan(source_entries, consumed, existing, cfg)
         log(f"{len(plan.inputs)} new {self.input_table} files ({plan.rows:,} rows) against "
@@ -103,7 +103,7 @@ any work, naming the file and line.
             if total.rows_in != plan.rows or total.rows_out != sum(f.rows for f in files) or not total.balanced():
                 raise AssertionError(f"dedup accounting does not balance: {total.to_dict()} for {plan.rows} rows")
             table.commit(files, run.run_id, consumed={self.input_table: [f.path for f in plan.inputs]},
-                         meta={"dedup_key": plan.mode})
+                         meta={"dedup.key": plan.mode})
         except Exception as exc:  # noqa: BLE001 - recorded with its trace; nothing was committed
             log("nothing was committed; rerun the same command")
             return run.fail(exc)

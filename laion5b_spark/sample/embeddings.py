@@ -130,8 +130,8 @@ def make_scored_lake(lake: Lake | str, files: int = 3, rows_per_file: int = 200,
                             height=[256] * int(keep.sum()), similarity=sim[s][keep],
                             language=["en"] * int(keep.sum()), uid=uids[s][keep])
     entries = write_pairs(lake, images, table="images")
-    write_pairs(lake, {e["path"]: scored[i] for i, e in enumerate(entries)}, table="scored")
-    write_pairs(lake, {e["path"]: dataset[i] for i, e in enumerate(entries)}, table="dataset")
+    write_pairs(lake, {e.path: scored[i] for i, e in enumerate(entries)}, table="scored")
+    write_pairs(lake, {e.path: dataset[i] for i, e in enumerate(entries)}, table="dataset")
     truth.passed = {int(u): bool(p and s == "scored" and m == MAIN_LABEL)  # what the index takes
                     for u, p, s, m in zip(uids, passed, status, model)}
     truth.similarity = {int(u): float(v) for u, v in zip(uids, sim)}

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from ..job import Unit
 from ..keys import pair_uid
-from ..lake import Lake
+from ..lake import FileEntry, Lake
 from ..schemas import PAIRS
 
 _WORDS = np.array("red blue green old small large wooden stone bright quiet city river house garden tree dog cat "
@@ -63,15 +63,11 @@ def generate_rows(rows: int, seed: int, unique_share: float = 0.7, heavy_share: 
 
 
 def write_pairs(lake: Lake, tables: dict[str, pa.Table], run_id: str = "generated", table: str = "pairs",
-                ) -> list[dict]:
-    """Commit ``{unit key: rows}`` to the lake's pairs table as extract would (one file per unit)."""
+                ) -> list[FileEntry]:
+    """Commit ``{unit key: rows}`` to the lake's pairs table as extract would (one file per unit). Returns the
+    staged entries (a unit already listed is not listed again)."""
     t = lake.table(table)
-    entries = []
-    for key, rows in tables.items():
-        unit = Unit(key, key).id
-        rel = t.data_file(unit, run_id, 0)
-        entries.append({"unit": unit, "key": key, "path": rel, "rows": rows.num_rows,
-                        "bytes": t.write_parquet(rel, rows), "counts": {}})
+    entries = [t.write_unit(run_id, Unit(key, key).id, key, rows) for key, rows in tables.items()]
     t.commit(entries, run_id)
     return entries
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..accounting import REASONS, Ledger, ledgers_from_dict, sum_ledgers
 from ..lake import Lake, Table
+from ..notebook import to_duckdb
 
 
 @dataclass
@@ -120,11 +121,10 @@ def funnel(lake: Lake) -> Funnel:
 def table_ledgers(lake: Lake, table: Table, job: str) -> tuple[dict[str, Ledger], str]:
     """The ledgers behind a table's committed rows: summed over its manifest entries when they carry counts,
     else over the run records of the runs its manifest lists."""
-    m = table.manifest()
-    per_unit = [ledgers_from_dict(e["counts"]) for e in m["files"] if e.get("counts")]
+    per_unit = [ledgers_from_dict(e.counts) for e in table.all_entries() if e.counts]
     if per_unit:
         return sum_ledgers(per_unit), f"{table.name} manifest (per-unit counts)"
-    listed = set(m.get("runs", []))
+    listed = set(table.runs())
     records = [r for r in lake.runs(job) if r.get("run_id") in listed and r.get("counts")]
     if records:
         return sum_ledgers([ledgers_from_dict(r["counts"]) for r in records]), f"{job} run records ({len(records)})"
@@ -158,7 +158,7 @@ def _pairs_unique(lake: Lake, tables: set[str], pairs: Stage) -> Stage:
     if pairs.built:
         consumed = t.consumed("pairs")
         # pairs files no dedup batch has read yet (the incremental dedup's next input)
-        s.pending = sum(e["rows"] for e in lake.table("pairs").entries() if e["path"] not in consumed) if consumed else 0
+        s.pending = sum(e.rows for e in lake.table("pairs").entries() if e.path not in consumed) if consumed else 0
     return s
 
 
@@ -245,7 +245,7 @@ def _sql(table: Table, query: str, **others: Table) -> list[tuple]:
 
     con = duckdb.connect()
     try:
-        views = {"t": table.to_duckdb(con), **{n: o.to_duckdb(con) for n, o in others.items()}}
+        views = {"t": to_duckdb(table, con), **{n: to_duckdb(o, con) for n, o in others.items()}}
         for name, rel in views.items():  # the relations stay referenced while the query runs (arrow scans)
             rel.create_view(name)
         return con.sql(query).fetchall()

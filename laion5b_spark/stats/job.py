@@ -40,7 +40,7 @@ report says so and the release equals the dataset). Reasons and their meanings: 
 
     def run(self, args, cfg, lake, log, argv) -> int:
         if not lake.tables():
-            raise LakeError(f"no tables in the lake at {lake.url}: check the path (or run the pipeline: make demo)")
+            raise LakeError(f"no lake at {lake.url} (no tables there): check the path (or run the pipeline: make demo)")
         stats = compute(lake, top_domains=args.top_domains, bins=args.bins, with_plots=not args.dry_run)
         print(stats.funnel.text())
         if args.dry_run:
