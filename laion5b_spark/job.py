@@ -183,6 +183,7 @@ class Job:
     epilog = ""
     dry_run_help = "show what would run, then stop"
     writes = True  # whether the job writes to the lake (checked writable before any work)
+    uses_spark = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         pass
@@ -205,9 +206,10 @@ class Job:
         p.add_argument("--config", help="pipeline profile, e.g. conf/pipeline/laion400m.toml (defaults: built in)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override one setting, e.g. --set extract.min_alt_length=3 (repeatable)")
-        p.add_argument("--spark-profile", default="local",
-                       help="conf/spark profile used when run with plain python (ignored under spark-submit, "
-                            "which takes --properties-file); default: local")
+        if self.uses_spark:
+            p.add_argument("--spark-profile", default="local",
+                           help="conf/spark profile used when run with plain python (ignored under spark-submit, "
+                                "which takes --properties-file); default: local")
         p.add_argument("--dry-run", action="store_true", help=self.dry_run_help)
         self.add_arguments(p)
         return p

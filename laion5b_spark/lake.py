@@ -372,7 +372,9 @@ class Table:
     def add_units(self, run_id: str, units: list[tuple[str, str, pa.Table]], **commit_kw) -> int:
         """For single-process writers (sample data, benchmarks, fixtures): stage (unit, key, rows) and commit."""
         entries = [self.write_unit(run_id, u, k, rows) for u, k, rows in units]
-        return self.commit(entries, run_id, **commit_kw)
+        added = self.commit(entries, run_id, **commit_kw)
+        self.clean_staging(run_id)
+        return added
 
     def commit(self, entries: list[FileEntry], run_id: str, manifest: dict | None = None, *,
                replaces: dict[str, str] | None = None, replace_all: bool = False,
@@ -420,7 +422,8 @@ class Table:
                     entries.append(e)  # a staged file that is gone (vacuumed) drops its entry: the unit reruns
             self._apply(m, entries, intent)
             self.lake.write_bytes(self.path(MANIFEST), orjson.dumps(m))
-        self.remove_files(intent["remove"])
+        listed = {f for d in m["files"] for f in FileEntry.from_dict(d).files()}
+        self.remove_files([f for f in intent["remove"] if f not in listed])  # never a file the manifest lists
         self.lake.rm(intent_path)
 
     def _apply(self, m: dict, entries: list[FileEntry], intent: dict) -> None:
@@ -465,8 +468,9 @@ class Table:
     def recover(self) -> int:
         """Finish the commits a killed driver left half done (their intent files); the first thing every writer
         does. Returns how many it finished."""
+        self.lake.fs.invalidate_cache(self.path(STAGING))  # an object store's cached listing could miss one
         intents = sorted(self.lake.glob(self.path(f"{STAGING}/*/{COMMIT_PREFIX}*.json")),
-                         key=lambda p: posixpath.basename(p))
+                         key=lambda p: (posixpath.basename(p), p))  # by manifest version, then run
         for p in intents:
             intent = self.lake.read_json(p)
             if intent is not None:

@@ -31,6 +31,7 @@ release = dataset minus the rows dedup_images marks duplicate (jobs/index.py wri
 report says so and the release equals the dataset). Reasons and their meanings: laion5b_spark/accounting.py.
 """
 
+    uses_spark = False
     writes = False  # checked below, once the lake is known to hold tables (a typo'd path is not created)
     dry_run_help = "print the funnel and stop: no plots, no report"
 
