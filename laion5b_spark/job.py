@@ -226,8 +226,21 @@ class Job:
                 lake.check_readable()
             return self.run(args, cfg, lake, log, argv if argv is not None else sys.argv[1:])
         except (ConfigError, LakeError, EnvironmentProblem) as exc:
+            self._close_run(exc)
             print(f"[{self.name}] error: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except BaseException as exc:  # a bug or an interrupt: the record says so, the trace is printed as usual
+            self._close_run(exc)
+            raise
+
+    def _close_run(self, exc: BaseException) -> None:
+        """A run record left ``running`` by an exception that escaped ``run`` becomes ``failed``."""
+        run = getattr(self, "current_run", None)
+        if run is not None and run.record["status"] == "running":
+            try:
+                run.finish(done=0, failed=1, error=f"{type(exc).__name__}: {exc}", trace=traceback.format_exc())
+            except Exception:  # noqa: BLE001 - the lake itself may be what failed
+                pass
 
     def start_run(self, lake: Lake, cfg: dict, argv: list[str], log: "Log", **fields) -> RunContext:
         """The run record, written as ``running``; every output table's half-done commits finished first."""
@@ -237,6 +250,7 @@ class Job:
         run = RunContext(self, lake, cfg, argv, log)
         run.update(**fields)
         run.write()
+        self.current_run = run
         return run
 
     def output_tables(self) -> tuple[str, ...]:
