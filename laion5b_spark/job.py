@@ -358,6 +358,7 @@ class UnitJob(Job):
                 state.error_trace = traceback.format_exc()
 
         runner = threading.Thread(target=spark_job, name="spark-job", daemon=True)
+        state.t0 = time.time()  # rates and ETA from when the work starts, not from the Spark session's start
         runner.start()
         interval = float(cfg["run"]["commit_interval_s"])
         progress_every = float(cfg["run"]["progress_interval_s"])
@@ -488,8 +489,8 @@ class _RunState:
         rows_in = sum((self.todo[u].rows or 0) for u in finished if u in self.todo) + \
             sum(p.get("rows", 0) for p in running.values())
         rows_out = sum(r["entry"]["rows"] for r in self.done.values())
-        read = sum((self.todo[u].size or 0) for u in finished if u in self.todo) + \
-            sum(p.get("bytes", 0) for p in running.values())
+        read = sum((self.todo[u].size or r.get("entry", {}).get("bytes", 0)) for u, r in finished.items()
+                   if u in self.todo) + sum(p.get("bytes", 0) for p in running.values())
         if self.total_rows:
             frac = rows_in / self.total_rows
         elif self.total_bytes:
