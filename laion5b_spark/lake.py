@@ -14,6 +14,7 @@ import posixpath
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 
 import fsspec
@@ -233,9 +234,6 @@ class Lake:
     def runs(self, job: str) -> list[dict]:
         return [r for r in (self.read_json(p) for p in self.glob(self.path(RUNS, job, "*.json"))) if r]
 
-    def run(self, job: str, run_id: str) -> dict | None:
-        return self.read_json(self.run_path(job, run_id))
-
     def jobs(self) -> list[str]:
         """Jobs with a folder of run records under ``LAKE/_runs/``."""
         try:
@@ -415,15 +413,21 @@ class Table:
         """Do what an intent says: move staged files in, write the manifest (if not written yet), delete what
         it unlists, then the intent. Every step can be repeated, so a crash at any point is finished later."""
         if m.get("version", 0) == intent["base_version"]:
-            entries = []
-            for d in intent["entries"]:
-                e = FileEntry.from_dict(d)
-                if all(self._place(self.staged(e.run_id, rel), self.path(rel)) for rel in e.files()):
-                    entries.append(e)  # a staged file that is gone (vacuumed) drops its entry: the unit reruns
+            entries = [FileEntry.from_dict(d) for d in intent["entries"]]
+            moves = [(self.staged(e.run_id, rel), self.path(rel)) for e in entries for rel in e.files()]
+            if self.lake.is_local or len(moves) < 2:
+                placed = [self._place(a, b) for a, b in moves]
+            else:  # an object store copies each file server-side: one request at a time would dominate
+                with ThreadPoolExecutor(min(16, len(moves))) as pool:
+                    placed = list(pool.map(lambda ab: self._place(*ab), moves))
+            done = dict(zip((b for _, b in moves), placed))
+            # a staged file that is gone (vacuumed) drops its entry: the unit reruns
+            entries = [e for e in entries if all(done[self.path(rel)] for rel in e.files())]
             self._apply(m, entries, intent)
             self.lake.write_bytes(self.path(MANIFEST), orjson.dumps(m))
-        listed = {f for d in m["files"] for f in FileEntry.from_dict(d).files()}
-        self.remove_files([f for f in intent["remove"] if f not in listed])  # never a file the manifest lists
+        if intent["remove"]:  # never a file the manifest lists (an intent finished twice, a unit listed again)
+            listed = {f for d in m["files"] for f in FileEntry.from_dict(d).files()}
+            self.remove_files([f for f in intent["remove"] if f not in listed])
         self.lake.rm(intent_path)
 
     def _apply(self, m: dict, entries: list[FileEntry], intent: dict) -> None:

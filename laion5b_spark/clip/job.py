@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import torch
 
 from ..accounting import Ledger
-from ..config import ConfigError
+from ..config import ConfigError, typed
 from ..job import Unit, UnitContext, UnitJob, UnitResult
 from ..lake import Lake, LakeError
 from ..resources import TaskResources
@@ -134,18 +134,11 @@ class ClipJobSettings:
     @classmethod
     def from_config(cls, cfg: dict) -> "ClipJobSettings":
         c = cfg["clip"]
+        score = typed(ClipSettings, c)  # its fields are clip.* keys
         try:
-            score = ClipSettings(model=c["model"], pretrained=c["pretrained"], threshold=float(c["threshold"]),
-                                 multilingual_model=c["multilingual_model"],
-                                 multilingual_pretrained=c["multilingual_pretrained"],
-                                 multilingual_threshold=float(c["multilingual_threshold"]),
-                                 english=tuple(c["english"]), batch_size=int(c["batch_size"]),
-                                 decode_threads=int(c["decode_threads"]), nsfw_head=c["nsfw_head"],
-                                 watermark_model=c["watermark_model"], watermark_arch=c["watermark_arch"],
-                                 watermark_size=int(c["watermark_size"]), watermark_class=int(c["watermark_class"]))
             resources = TaskResources(cpus=int(c["task_cpus"]), gpus=float(c["task_gpus"])) or None
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"clip settings: {exc}") from exc
+            raise ConfigError(f"clip.task_cpus / clip.task_gpus: {exc}") from exc
         return cls(score, max(1, int(c["read_rows"])), resources)
 
     def table_settings(self) -> dict:

@@ -19,27 +19,31 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+from ..config import DEFAULTS
 from ..schemas import SCORED
 from . import models
 from .heads import NsfwHead, WatermarkModel
 
 
+_CLIP = DEFAULTS["clip"]  # the defaults live in config.DEFAULTS alone
+
+
 @dataclass(frozen=True)
 class ClipSettings:
-    model: str = "ViT-B-32"
-    pretrained: str = "laion2b_s34b_b79k"  # an open_clip tag, a checkpoint path, or "" for random weights
-    threshold: float = 0.28  # LAION-5B English with ViT-B/32 (LAION-400M: 0.30)
-    multilingual_model: str = ""  # e.g. xlm-roberta-base-ViT-B-32; "" = clip.model for every language
-    multilingual_pretrained: str = ""
-    multilingual_threshold: float = 0.26
-    english: tuple[str, ...] = ("en",)
-    batch_size: int = 256
-    decode_threads: int = 8
-    nsfw_head: str = ""  # .safetensors path (heads.NsfwHead); "" = punsafe stays null
-    watermark_model: str = ""  # .safetensors path (heads.WatermarkModel); "" = pwatermark stays null
-    watermark_arch: str = "efficientnet_b3a"
-    watermark_size: int = 256
-    watermark_class: int = 0
+    model: str = _CLIP["model"]
+    pretrained: str = _CLIP["pretrained"]  # an open_clip tag, a checkpoint path, or "" for random weights
+    threshold: float = _CLIP["threshold"]  # LAION-5B English with ViT-B/32 (LAION-400M: 0.30)
+    multilingual_model: str = _CLIP["multilingual_model"]  # e.g. xlm-roberta-base-ViT-B-32; "" = clip.model for every language
+    multilingual_pretrained: str = _CLIP["multilingual_pretrained"]
+    multilingual_threshold: float = _CLIP["multilingual_threshold"]
+    english: tuple[str, ...] = tuple(_CLIP["english"])
+    batch_size: int = _CLIP["batch_size"]
+    decode_threads: int = _CLIP["decode_threads"]
+    nsfw_head: str = _CLIP["nsfw_head"]  # .safetensors path (heads.NsfwHead); "" = punsafe stays null
+    watermark_model: str = _CLIP["watermark_model"]  # .safetensors path (heads.WatermarkModel); "" = pwatermark stays null
+    watermark_arch: str = _CLIP["watermark_arch"]
+    watermark_size: int = _CLIP["watermark_size"]
+    watermark_class: int = _CLIP["watermark_class"]
 
 
 class Scorer:

@@ -27,6 +27,8 @@ import numpy as np  # noqa: E402
 from img2dataset.resizer import ResizeMode, inter_str_to_cv2  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from ..config import DEFAULTS  # noqa: E402
+
 FORMATS = ("jpeg", "png", "webp", "gif")
 # IMREAD_COLOR would turn the image by its EXIF orientation; IMREAD_UNCHANGED (the full decode, img2dataset's) does not
 _REDUCED = {r: flag | cv2.IMREAD_IGNORE_ORIENTATION for r, flag in
@@ -60,23 +62,26 @@ class Processed:
     exif: str | None = None  # JSON object of EXIF tags, as img2dataset's exif column
 
 
+_DOWNLOAD = DEFAULTS["download"]  # the defaults live in config.DEFAULTS alone
+
+
 @dataclass(frozen=True)
 class ImageSettings:
-    image_size: int = 256
-    resize_mode: str = "border"  # no, keep_ratio, keep_ratio_largest, center_crop, border
-    resize_only_if_bigger: bool = False
+    image_size: int = _DOWNLOAD["image_size"]
+    resize_mode: str = _DOWNLOAD["resize_mode"]  # no, keep_ratio, keep_ratio_largest, center_crop, border
+    resize_only_if_bigger: bool = _DOWNLOAD["resize_only_if_bigger"]
     upscale_interpolation: str = "lanczos"
     downscale_interpolation: str = "area"
-    encode_format: str = "jpg"  # jpg, png, webp
-    encode_quality: int = 95
-    skip_reencode: bool = False  # keep the original bytes when no resize was needed and the format matches
-    min_bytes: int = 0  # LAION dropped images under 5 KB
-    min_image_size: int = 0  # smallest side, pixels
-    max_pixels: int = 89_478_485  # checked from the header, before decoding (PIL's bomb limit; LAION's 89.5 MP)
+    encode_format: str = _DOWNLOAD["encode_format"]  # jpg, png, webp
+    encode_quality: int = _DOWNLOAD["encode_quality"]
+    skip_reencode: bool = _DOWNLOAD["skip_reencode"]  # keep the original bytes when no resize was needed and the format matches
+    min_bytes: int = _DOWNLOAD["min_bytes"]  # LAION dropped images under 5 KB
+    min_image_size: int = _DOWNLOAD["min_image_size"]  # smallest side, pixels
+    max_pixels: int = _DOWNLOAD["max_pixels"]  # checked from the header, before decoding (PIL's bomb limit; LAION's 89.5 MP)
     max_aspect_ratio: float = float("inf")
-    formats: tuple[str, ...] = FORMATS
-    reduced_decode: bool = True
-    extract_exif: bool = True
+    formats: tuple[str, ...] = tuple(_DOWNLOAD["formats"])
+    reduced_decode: bool = _DOWNLOAD["reduced_decode"]
+    extract_exif: bool = _DOWNLOAD["exif"]
 
 
 class ImageProcessor:

@@ -26,6 +26,8 @@ from urllib.parse import urljoin, urlsplit
 
 import urllib3
 
+from ..config import DEFAULTS
+
 _DEFAULT_PORT = {"http": 80, "https": 443}
 _REDIRECTS = {301, 302, 303, 307, 308}
 
@@ -37,19 +39,22 @@ class FetchError(Exception):
         self.http_status = http_status
 
 
+_DOWNLOAD = DEFAULTS["download"]  # the defaults live in config.DEFAULTS alone
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
-    user_agent: str = "laion5b-spark/0.1 (+https://github.com/laion5b-spark; img2dataset-compatible)"
-    allow: tuple[str, ...] = ()  # networks or address:port admitted despite being private
-    max_bytes: int = 20 * 2**20
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 10.0
-    deadline_s: float = 30.0
-    max_redirects: int = 5
+    user_agent: str = _DOWNLOAD["user_agent"]
+    allow: tuple[str, ...] = tuple(_DOWNLOAD["allow"])  # networks or address:port admitted despite being private
+    max_bytes: int = _DOWNLOAD["max_bytes"]
+    connect_timeout_s: float = _DOWNLOAD["connect_timeout_s"]
+    read_timeout_s: float = _DOWNLOAD["read_timeout_s"]
+    deadline_s: float = _DOWNLOAD["deadline_s"]
+    max_redirects: int = _DOWNLOAD["max_redirects"]
     dns_ttl_s: float = 300.0
     # "host=address:port" (host "*": every host), as curl's --connect-to: a mirror, or the demo's local image
     # server standing in for the sample crawl's hosts. The address is still checked against the allow-list.
-    connect_to: tuple[str, ...] = ()
+    connect_to: tuple[str, ...] = tuple(_DOWNLOAD["connect_to"])
 
 
 @dataclass

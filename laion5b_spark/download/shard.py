@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ..accounting import ErrorSamples, Ledger
+from ..config import DEFAULTS
 from ..dedup.lists import DenyList
 from ..schemas import IMAGES
 from ..urls import host_of
@@ -29,17 +30,20 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 DROPPED = frozenset({"denylisted", "robots_denied"})  # decisions; every other failure reason is bad input
 
 
+_DOWNLOAD = DEFAULTS["download"]  # the defaults live in config.DEFAULTS alone
+
+
 @dataclass(frozen=True)
 class ShardSettings:
-    threads: int = 32
-    max_per_host: int = 4
-    min_interval_s: float = 0.0
-    retries: int = 2  # per URL, after the first try
-    backoff_base_s: float = 1.0
-    max_retry_after_s: float = 60.0  # a host asking for a longer break is given up on (rate_limited)
-    user_agent_token: str = "laion5b-spark"
-    respect_robots_tags: bool = True
-    decode_slots: int = 4  # threads decoding at once: the rest keep fetching instead of fighting for the GIL
+    threads: int = _DOWNLOAD["threads"]
+    max_per_host: int = _DOWNLOAD["max_per_host"]
+    min_interval_s: float = _DOWNLOAD["min_interval_s"]
+    retries: int = _DOWNLOAD["retries"]  # per URL, after the first try
+    backoff_base_s: float = _DOWNLOAD["backoff_base_s"]
+    max_retry_after_s: float = _DOWNLOAD["max_retry_after_s"]  # a host asking for a longer break is given up on (rate_limited)
+    user_agent_token: str = _DOWNLOAD["user_agent_token"]
+    respect_robots_tags: bool = _DOWNLOAD["respect_robots_tags"]
+    decode_slots: int = _DOWNLOAD["decode_slots"]  # threads decoding at once: the rest keep fetching instead of fighting for the GIL
 
 
 class Downloader:

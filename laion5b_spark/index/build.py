@@ -13,21 +13,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import DEFAULTS
+
+
+_INDEX = DEFAULTS["index"]  # the defaults live in config.DEFAULTS alone
+
 
 @dataclass(frozen=True)
 class IndexSettings:
-    source: str = "dataset"
-    max_index_memory_usage: str = "16G"
-    current_memory_available: str = "32G"
-    index_key: str = ""  # "" = autofaiss chooses (e.g. HNSW32 for small sets, OPQ+IVF-HNSW-PQ for big ones)
-    index_param: str = ""
-    max_index_query_time_ms: float = 10.0
-    min_nearest_neighbors_to_retrieve: int = 20
-    nb_cores: int = 0  # 0 = every core of the driver
-    distributed: str = ""  # "pyspark": autofaiss builds shards on the executors (5B-scale)
-    recall_queries: int = 1000
-    recall_k: int = 10
-    seed: int = 0
+    source: str = _INDEX["source"]
+    max_index_memory_usage: str = _INDEX["max_index_memory_usage"]
+    current_memory_available: str = _INDEX["current_memory_available"]
+    index_key: str = _INDEX["index_key"]  # "" = autofaiss chooses (e.g. HNSW32 for small sets, OPQ+IVF-HNSW-PQ for big ones)
+    index_param: str = _INDEX["index_param"]
+    max_index_query_time_ms: float = _INDEX["max_index_query_time_ms"]
+    min_nearest_neighbors_to_retrieve: int = _INDEX["min_nearest_neighbors_to_retrieve"]
+    nb_cores: int = _INDEX["nb_cores"]  # 0 = every core of the driver
+    distributed: str = _INDEX["distributed"]  # "pyspark": autofaiss builds shards on the executors (5B-scale)
+    recall_queries: int = _INDEX["recall_queries"]
+    recall_k: int = _INDEX["recall_k"]
+    seed: int = _INDEX["seed"]
 
     @classmethod
     def from_config(cls, c: dict) -> "IndexSettings":
