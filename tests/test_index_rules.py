@@ -116,8 +116,9 @@ def test_embedding_matrix_refuses_mixed_dimensions():
 
 def test_part_names_sort_as_numbers_past_a_million_parts():
     from laion5b_spark.index.layout import parts_of
+    from laion5b_spark.lake import FileEntry
 
-    parts = parts_of([{"path": f"f{i:08d}", "key": "k", "rows": 1} for i in range(1_000_001)])
+    parts = parts_of([FileEntry(unit=str(i), key="k", path=f"f{i:08d}", rows=1) for i in range(1_000_001)])
     names = [p.name for p in parts]
     assert sorted(names) == names and len(names[0]) == len("part-") + 7
 

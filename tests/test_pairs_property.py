@@ -5,6 +5,7 @@ from hypothesis import strategies as st
 
 from laion5b_spark.accounting import Ledger
 from laion5b_spark.config import load_config
+from laion5b_spark.extract.settings import ExtractSettings
 from laion5b_spark.extract.page import Image, Page
 from laion5b_spark.extract.pairs import PairBuilder
 from laion5b_spark.extract.text import clean_caption
@@ -64,7 +65,7 @@ def test_vector_filters_equal_scalar_rules(pages):
     cfg = load_config(None, ["extract.max_url_length=40", "extract.min_alt_length=3",
                              "extract.language_detection=false"])
     ledger = Ledger("img_tags")
-    b = PairBuilder(cfg["extract"], source_file="f", crawl=None, ledger=ledger)
+    b = PairBuilder(ExtractSettings.from_config(cfg), source_file="f", crawl=None, ledger=ledger)
     for i, p in enumerate(pages):
         b.add_page(p, i)
     t = b.table()
