@@ -83,6 +83,15 @@ class RunInfo:
         return age is None or age <= max_age_s
 
 
+def _read_json(lake: Lake, path: str, rel: str, problems: list[str]):
+    """A JSON file of the lake, or None: unreadable ones become a problem line instead of stopping the check."""
+    try:
+        return lake.read_json(path)
+    except LakeError as exc:
+        problems.append(f"{rel}: {exc}")
+        return None
+
+
 def _run_records(lake: Lake) -> tuple[dict[str, RunInfo], list[str]]:
     """Every run record by run id, and a problem line for each one that does not parse."""
     runs, problems = {}, []
@@ -90,12 +99,8 @@ def _run_records(lake: Lake) -> tuple[dict[str, RunInfo], list[str]]:
         for p in lake.glob(lake.path(RUNS, job, "*.json")):
             rel = f"{RUNS}/{job}/{posixpath.basename(p)}"
             run_id = posixpath.basename(p)[:-5]
-            try:
-                rec = lake.read_json(p)
-            except LakeError as exc:
-                problems.append(f"{rel}: {exc}")
-                continue
-            if rec is None:  # removed while we listed
+            rec = _read_json(lake, p, rel, problems)
+            if rec is None:  # unreadable (a problem), or removed while we listed
                 continue
             if not isinstance(rec, dict) or "status" not in rec:
                 problems.append(f"{rel}: not a run record (no status)")
@@ -153,12 +158,8 @@ def _intents(lake: Lake, t: Table) -> tuple[list[_Intent], list[str]]:
     out, problems = [], []
     for p in lake.glob(t.path(f"{STAGING}/*/{COMMIT_PREFIX}*.json")):
         rel = p[len(t.root.rstrip("/")) + 1:]
-        try:
-            d = lake.read_json(p)
-        except LakeError as exc:
-            problems.append(f"{rel}: {exc}")
-            continue
-        if d is None:  # finished while we listed
+        d = _read_json(lake, p, rel, problems)
+        if d is None:  # unreadable (a problem), or finished while we listed
             continue
         moves = []
         try:

@@ -94,15 +94,15 @@ class Lake:
             while at and not os.path.exists(at):
                 at = os.path.dirname(at)
             if at and not os.path.isdir(at):
-                raise LakeError(f"--lake {self.url}: {at} is a file, not a folder; give a folder (it is created "
-                                "if missing)")
+                raise LakeError(f"the lake {self.url}: {at} is a file, not a folder; give a folder (it is "
+                                "created if missing)")
         else:
             bucket = self.root.split("/", 1)[0]
             try:
                 self.fs.invalidate_cache(bucket)
                 self.fs.info(bucket)  # exists() would say False for an endpoint that does not answer
             except FileNotFoundError:
-                raise LakeError(f"bucket {bucket!r} of --lake {self.url} does not exist (or these credentials cannot "
+                raise LakeError(f"bucket {bucket!r} of the lake {self.url} does not exist (or these credentials cannot "
                                 "see it); create it first: a lake never creates buckets") from None
             except Exception as exc:  # noqa: BLE001 - botocore's many errors all mean "cannot reach it"
                 raise LakeError(f"cannot reach the lake at {self.url}: {_first_line(exc)}. Check the endpoint "
@@ -393,7 +393,7 @@ class Table:
             old = listed.get(e.unit)
             if replace_all or old is None:
                 take.append(e)
-            elif e.unit in (replaces or {}) and old.get("path") == replaces[e.unit]:
+            elif e.unit in (replaces or {}) and (old.get("path") or "") == (replaces[e.unit] or ""):
                 take.append(e)
                 removed += FileEntry.from_dict(old).files()
         if replace_all:

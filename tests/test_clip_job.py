@@ -98,3 +98,29 @@ def test_a_failed_unit_is_redone_by_the_rerun_with_the_same_tables(spark, images
     for t in ("scored", "dataset"):
         a, b = (Lake(str(x)).table(t).read_arrow().sort_by("uid") for x in (lake, clean))
         assert a.num_rows and a.equals(b)
+
+
+def test_a_rewritten_images_file_is_scored_again_in_its_units_place(spark, images_lake):
+    """download --retry-failed rewrites an images unit's file: the rerun of clip rescores that unit in place,
+    so scored and dataset keep one row per uid (no stale copy of the old file's scores)."""
+    lake, _ = images_lake
+    assert clip(lake) == 0
+    images = Lake(str(lake)).table("images")
+    old = images.entries()[0]
+    rows = images.read_file(old.path)
+    fixed = rows.set_column(rows.schema.get_field_index("jpg"), "jpg",
+                            pa.array([b if i != 3 else rows.column("jpg")[0].as_py()  # the failed row now stored
+                                      for i, b in enumerate(rows.column("jpg").to_pylist())], pa.binary()))
+    new = images.write_unit("retry-run", old.unit, old.key, fixed)
+    assert images.commit([new], "retry-run", replaces={old.unit: old.path}) == 1
+    assert clip(lake) == 0
+    rec = Lake(str(lake)).runs("clip")[-1]
+    assert rec["units"]["to_run"] == 1 and rec["units"]["done"] == 1
+    for name in ("scored", "dataset"):
+        t = Lake(str(lake)).table(name)
+        uids = t.read_arrow(columns=["uid"]).column("uid").to_pylist()
+        assert len(uids) == len(set(uids)), name
+        assert len(t.all_entries()) == 2 and any(e.retried_by for e in t.all_entries()), name
+    scored = Lake(str(lake)).table("scored").read_arrow(columns=["uid", "status"])
+    assert dict(zip(*(scored.column(c).to_pylist() for c in ("uid", "status"))))[3] == "scored"
+    assert clip(lake) == 0 and Lake(str(lake)).runs("clip")[-1]["units"]["to_run"] == 0  # nothing left

@@ -503,7 +503,7 @@ def test_cli_errors_are_one_line(tmp_path, module, capsys):
     f.write_text("x")
     r = run_cli(module, str(f))  # one real process: exit code and stderr as a user sees them
     assert r.returncode == 2 and r.stdout == ""
-    assert r.stderr == f"error: --lake {f}: {f} is a file, not a folder; give a folder (it is created if missing)\n"
+    assert r.stderr == f"error: the lake {f}: {f} is a file, not a folder; give a folder (it is created if missing)\n"
     main = {"laion5b_spark.describe": describe_cli.main, "laion5b_spark.vacuum": vacuum_cli.main}[module]
     for args, needle in [([str(tmp_path / "nothing")], "no lake at"), ([str(tmp_path), "--set", "lake.nope=1"],
                                                                         "unknown setting 'lake.nope'")]:
@@ -547,6 +547,6 @@ def test_check_and_vacuum_on_s3(moto_s3, tmp_path):
     assert not lake.fs.exists(t.path("data/stray.parquet")) and "r2" not in t.staging_runs()
     assert [p for p in fsck.check(lake).problems if "stray" in p or "not committed" in p] == []
     r = run_cli("laion5b_spark.describe", "s3://l5s-no-such-bucket/lake", "--check", "--storage-options", opts)
-    assert r.returncode == 2 and r.stderr.startswith("error: bucket 'l5s-no-such-bucket' of --lake") and not r.stdout
+    assert r.returncode == 2 and r.stderr.startswith("error: bucket 'l5s-no-such-bucket' of the lake") and not r.stdout
     lake.fs.rm(t.path(t.entries()[-1].path))
     assert "images: data/part-s3-r3-a0.parquet (unit 's3') is listed but missing" in fsck.check(lake).problems
