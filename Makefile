@@ -12,7 +12,7 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup demo test test-all bench-extract bench-dedup bench-download clean
+.PHONY: setup demo test test-all bench-extract bench-dedup bench-download bench-lake clean
 
 $(STAMP): pyproject.toml
 	@PYTHON=$(PYTHON) deploy/check_env.sh
@@ -43,6 +43,10 @@ bench-dedup: setup
 bench-download: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/download/run.py --json bench/download/last.json
+
+bench-lake: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) bench/lake/commit.py --json bench/lake/last.json
 
 clean:
 	rm -rf demo-lake build .pytest_cache
