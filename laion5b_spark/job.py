@@ -282,9 +282,10 @@ class UnitJob(Job):
     def list_units(self, args: argparse.Namespace, settings, lake: Lake) -> list[Unit]:
         raise NotImplementedError
 
-    def unit_settings(self, settings) -> dict:
-        """Settings that define the units (shard sizes, modes): recorded in the output table's manifest; a rerun
-        with other values resumes only what is not covered, or stops naming the setting (Table.check_meta)."""
+    def recorded_settings(self, settings) -> dict:
+        """Settings that make the output one table (image size, CLIP model, thresholds): recorded in its manifest,
+        and a rerun with other values stops before any work naming the setting (Table.check_meta). Settings that
+        only cut units (download.shard_rows) need no entry here: resume is keyed by what entries cover."""
         return {}
 
     def process_unit(self, unit: Unit, ctx: UnitContext) -> UnitResult:
@@ -302,7 +303,7 @@ class UnitJob(Job):
     def run(self, args, cfg, lake, log, argv) -> int:
         settings = self.settings(args, cfg, lake)
         table = lake.table(self.output_table)
-        fixed = self.unit_settings(settings)
+        fixed = self.recorded_settings(settings)
         table.check_meta(fixed)
         units = self.list_units(args, settings, lake)
         committed = table.committed_units()

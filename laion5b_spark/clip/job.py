@@ -55,7 +55,7 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
         check_loadable(settings.score)  # a model or checkpoint that cannot load stops the run here, in one line
         return settings
 
-    def unit_settings(self, settings: "ClipJobSettings") -> dict:
+    def recorded_settings(self, settings: "ClipJobSettings") -> dict:
         return settings.table_settings()
 
     def list_units(self, args, settings: "ClipJobSettings", lake: Lake) -> list[Unit]:

@@ -60,7 +60,7 @@ also after redirects); download.allow admits networks, e.g. --set 'download.allo
     def settings(self, args, cfg, lake: Lake) -> "DownloadSettings":
         return DownloadSettings.from_config(cfg, args.denylist)
 
-    def unit_settings(self, settings: "DownloadSettings") -> dict:
+    def recorded_settings(self, settings: "DownloadSettings") -> dict:
         return settings.table_settings()
 
     def list_units(self, args, settings: "DownloadSettings", lake: Lake) -> list[Unit]:
