@@ -37,7 +37,7 @@ from .spark import EnvironmentProblem, get_session
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
 MESSAGE_CHARS = 300  # a unit's error line in summaries and run records; the whole text goes to _errors/
 # unit failure reasons a rerun of the same command may fix (the others fail the same way until the cause is fixed)
-TRANSIENT_REASONS = frozenset({"input_unreachable", "task_lost"})
+TRANSIENT_REASONS = frozenset({"input_unreachable"})
 
 
 @dataclass(frozen=True)
@@ -57,11 +57,6 @@ class Unit:
     def id(self) -> str:
         """The unit id the manifest lists."""
         return self.ident or hashlib.sha1(self.key.encode()).hexdigest()[:16]
-
-    @property
-    def task_id(self) -> str:
-        """Names its receipt, progress note and staged files within a run."""
-        return hashlib.sha1(f"{self.key}\n{self.replaces}".encode()).hexdigest()[:16] if self.replaces else self.id
 
     def get(self, name: str, default=None):
         return dict(self.meta).get(name, default)
@@ -89,7 +84,7 @@ class UnitContext:
     errors: ErrorSamples
     run_id: str = ""
     table: str = ""
-    task_id: str = ""
+    unit_id: str = ""  # names the unit's progress note (a run holds each unit id once)
     progress_every_s: float = 5.0
     _last_progress: float = 0.0
 
@@ -97,15 +92,15 @@ class UnitContext:
     def lake(self) -> Lake:
         return self.lake_ref.open()
 
-    def progress(self, rows: int, bytes_read: int = 0, force: bool = False) -> None:
+    def progress(self, rows: int, bytes_read: int = 0) -> None:
         """Rows (and input bytes) done so far in this unit, for the driver's progress line; throttled."""
         now = time.time()
-        if not self.table or (not force and now - self._last_progress < self.progress_every_s):
+        if not self.table or now - self._last_progress < self.progress_every_s:
             return
         self._last_progress = now
         try:
             t = self.lake.table(self.table)
-            self.lake.write_bytes(t.progress_path(self.run_id, self.task_id),
+            self.lake.write_bytes(t.progress_path(self.run_id, self.unit_id),
                                   orjson.dumps({"rows": int(rows), "bytes": int(bytes_read)}))
         except Exception:  # noqa: BLE001 - progress must never cost a unit
             pass
@@ -327,12 +322,11 @@ class UnitJob(Job):
             self._run_spark(spark, todo, ctx, cfg, table, run, state, log)
             run.record["spark"].update(state.spark_info)
         totals = sum_ledgers([ledgers_from_dict(r["counts"]) for r in state.done.values()])
-        failed_units = [{"key": r["key"], "reason": r["reason"], "message": short(r["message"])}
-                        for r in state.failed.values()]
+        failed_units = [{k: r[k] for k in ("key", "reason", "message")} for r in state.failed.values()]
+        failed = len(state.failed) + len(state.missing)
         code = run.finish(
-            done=len(state.done), failed=len(state.failed) + len(state.missing), error=state.error,
-            trace=state.error_trace,
-            units=dict(run.record["units"], done=len(state.done), failed=len(state.failed) + len(state.missing)),
+            done=len(state.done), failed=failed, error=state.error, trace=state.error_trace,
+            units=dict(run.record["units"], done=len(state.done), failed=failed),
             counts=ledgers_to_dict(totals), info=sum_info([r.get("info", {}) for r in state.done.values()]),
             failed_units=failed_units, table_rows=table.num_rows())
         self._print_summary(log, run.record, totals, state, lake)
@@ -430,7 +424,7 @@ class _RunState:
     """Driver-side view of a run: receipts read so far, what is committed, progress."""
 
     def __init__(self, todo: list[Unit], side_tables: tuple[str, ...] = (), fixed: dict | None = None):
-        self.todo = {u.task_id: u for u in todo}
+        self.todo = {u.id: u for u in todo}  # receipts and progress notes are named by unit id
         self.side_tables = side_tables
         self.fixed = fixed or {}
         self.side_manifests: dict[str, dict] = {}
@@ -502,8 +496,8 @@ class _RunState:
             tasks = ""
             if sc is not None:
                 try:
-                    active = sum(sc.statusTracker().getStageInfo(s).numActiveTasks
-                                 for s in sc.statusTracker().getActiveStageIds())
+                    tracker = sc.statusTracker()
+                    active = sum(tracker.getStageInfo(s).numActiveTasks for s in tracker.getActiveStageIds())
                     tasks = f"{active} tasks running, " if active else "waiting for executors, "
                 except Exception:  # noqa: BLE001
                     pass
@@ -567,8 +561,7 @@ def _run_unit(job: UnitJob, unit: Unit, base: UnitContext) -> None:
     tc = TaskContext.get()
     attempt = tc.attemptNumber() if tc else 0
     errors = ErrorSamples(base.errors.per_reason, base.errors.excerpt_bytes)
-    ctx = UnitContext(base.lake_ref, base.settings, errors, base.run_id, base.table, unit.task_id,
-                      base.progress_every_s)
+    ctx = UnitContext(base.lake_ref, base.settings, errors, base.run_id, base.table, unit.id, base.progress_every_s)
     lake = ctx.lake
     table = lake.table(job.output_table)
     t0 = time.time()
@@ -581,7 +574,7 @@ def _run_unit(job: UnitJob, unit: Unit, base: UnitContext) -> None:
     receipt = {"unit": unit.id, "key": unit.key, "attempt": attempt, "seconds": round(time.time() - t0, 3),
                "info": result.info, "counts": ledgers_to_dict(result.ledgers),
                "replaces": unit.replaces}
-    receipt["errors"] = table.write_errors(ctx.run_id, unit.task_id, result.errors.samples)
+    receipt["errors"] = table.write_errors(ctx.run_id, unit.id, result.errors.samples)
     if result.failed_reason:
         receipt.update(status="failed", reason=result.failed_reason, message=short(result.failed_message))
     else:
@@ -593,7 +586,7 @@ def _run_unit(job: UnitJob, unit: Unit, base: UnitContext) -> None:
                                                   row_group_size=job.row_group_size).to_dict()
                 for name in job.side_tables}
         receipt.update(status="done", entry=entry.to_dict(), side=side)
-    table.write_receipt(ctx.run_id, unit.task_id, attempt, receipt)
+    table.write_receipt(ctx.run_id, unit.id, attempt, receipt)
 
 
 def _run_in_arrow_udf(spark, todo: list[Unit], task, profile=None) -> None:

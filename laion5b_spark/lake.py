@@ -397,8 +397,7 @@ class Table:
                 take.append(e)
                 removed += FileEntry.from_dict(old).files()
         if replace_all:
-            keep = {f for e in take for f in e.files()}
-            removed = sorted({f for d in m["files"] for f in FileEntry.from_dict(d).files()} - keep)
+            removed = sorted(_listed_files(m) - {f for e in take for f in e.files()})
         fresh = {s: sorted(set(p) - set(m.get("consumed", {}).get(s, []))) for s, p in (consumed or {}).items()}
         if not take and not any(fresh.values()) and not meta and not replace_all:
             return 0
@@ -426,7 +425,7 @@ class Table:
             self._apply(m, entries, intent)
             self.lake.write_bytes(self.path(MANIFEST), orjson.dumps(m))
         if intent["remove"]:  # never a file the manifest lists (an intent finished twice, a unit listed again)
-            listed = {f for d in m["files"] for f in FileEntry.from_dict(d).files()}
+            listed = _listed_files(m)
             self.remove_files([f for f in intent["remove"] if f not in listed])
         self.lake.rm(intent_path)
 
@@ -616,6 +615,11 @@ def _declared_schema(name: str) -> pa.Schema | None:
     from .schemas import TABLES
 
     return TABLES.get(name)
+
+
+def _listed_files(manifest: dict) -> set[str]:
+    """Every file (parquet and side files) a raw manifest lists."""
+    return {f for d in manifest["files"] for f in FileEntry.from_dict(d).files()}
 
 
 def _first_line(exc: BaseException, limit: int = 240) -> str:

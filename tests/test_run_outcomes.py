@@ -91,7 +91,7 @@ def test_progress_counts_rows_of_running_units(tmp_path):
     state = _RunState(units)
     t = Lake(str(tmp_path)).table("numbers")
     assert "starting" in state.progress(t, "r1")  # no '0 rows, ETA ?' before anything is known
-    Lake(str(tmp_path)).write_bytes(t.progress_path("r1", units[0].task_id), b'{"rows": 50, "bytes": 1000}')
+    Lake(str(tmp_path)).write_bytes(t.progress_path("r1", units[0].id), b'{"rows": 50, "bytes": 1000}')
     line = state.progress(t, "r1")
     assert "50/400 rows" in line and "1 running" in line and "ETA" in line
 

@@ -77,30 +77,30 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
         return settings.resources
 
     def process_unit(self, unit: Unit, ctx: UnitContext) -> UnitResult:
-        s: ClipJobSettings = ctx.settings
+        settings: ClipJobSettings = ctx.settings
         errors = ctx.errors
-        scorer, device = _worker_scorer(s.score)
+        scorer, device = _worker_scorer(settings.score)
         images = ctx.lake.table(self.input_table)
-        step = s.read_rows
+        step = settings.read_rows
         scored, dataset = [], []
         ledger = Ledger("clip", rows_in=unit.rows)
         for start in range(0, unit.rows, step):
             rows = images.read_rows(unit.source, start, min(start + step, unit.rows), _COLUMNS)
-            s_ = scorer.score(rows)
-            scored.append(s_)
-            passed = pc.fill_null(s_.column("passed"), False)
+            s = scorer.score(rows)
+            scored.append(s)
+            passed = pc.fill_null(s.column("passed"), False)
             keep = rows.filter(passed)
-            ks = s_.filter(passed)
+            ks = s.filter(passed)
             dataset.append(pa.table({
                 "url": keep.column("url"), "text": keep.column("text"), "width": keep.column("width"),
                 "height": keep.column("height"), "similarity": ks.column("similarity"),
                 "punsafe": ks.column("punsafe"), "pwatermark": ks.column("pwatermark"),
                 "language": keep.column("language"), "uid": keep.column("uid")}, schema=DATASET))
             for reason in ("no_image", "decode_error"):  # the status is the reason
-                for uid in s_.filter(pc.equal(s_.column("status"), reason)).column("uid").to_pylist():
+                for uid in s.filter(pc.equal(s.column("status"), reason)).column("uid").to_pylist():
                     ledger.fail(reason)
                     errors.add(reason, f"uid {uid}", source=unit.source)
-            below = pc.and_(pc.equal(s_.column("status"), "scored"), pc.invert(passed))
+            below = pc.and_(pc.equal(s.column("status"), "scored"), pc.invert(passed))
             n_below = pc.sum(below.cast(pa.int64())).as_py() or 0
             if n_below:
                 ledger.drop("below_threshold", n_below)
