@@ -44,6 +44,9 @@ REASONS: dict[str, str] = {
     "http_404": "the server answered 404 Not Found",
     "http_error": "an HTTP status other than 200 and 404 (after retries for 5xx)",
     "rate_limited": "429/503 after every retry, or a Retry-After longer than download.max_retry_after_s",
+    "protocol_error": "the answer is not valid HTTP/1.x: a head cut short or over download.max_header_bytes, too "
+                      "many 1xx responses, broken chunked framing or content encoding",
+    "row_error": "unexpected exception while handling one row (a bug; the message names the exception type)",
     "robots_denied": "X-Robots-Tag forbids this use (noai, noimageai, noindex, noimageindex, noml)",
     # download: images (laion5b_spark/download/image.py)
     "not_an_image": "the bytes are not an accepted image format (sniffed, whatever the Content-Type said)",

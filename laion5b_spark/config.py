@@ -51,6 +51,7 @@ DEFAULTS: dict = {
         "allow": [],  # networks / address:port admitted despite being private, e.g. ["10.0.0.0/8"]
         "connect_to": [],  # "host=address:port" ("*" = every host), as curl --connect-to: mirrors, the demo
         "max_bytes": 20 * 2**20,
+        "max_header_bytes": 64 * 1024,  # one response head (status line + headers); 1xx responses: at most 5
         "connect_timeout_s": 5.0,
         "read_timeout_s": 10.0,
         "deadline_s": 30.0,  # per image, redirects included

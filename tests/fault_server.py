@@ -6,14 +6,18 @@
         srv.route("/old", status=302, headers={"Location": "/a.jpg"})
         srv.url("/a.jpg")
 
+        srv.route("/evil", script=[b"HTTP/1.1 200 OK\r\n", 0.5, b"Content-"])  # raw bytes and pauses, then close
+        srv.route("/dyn", script=lambda query: [b"HTTP/1.1 302 Found\r\nLocation: " + query.encode() + ...])
+
 It counts requests per path, connections, and the most requests in flight at once (per-host caps are checked
-from the server's side).
+from the server's side); ``requests`` keeps each request's path and headers, ``script_bytes`` what scripts sent.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +35,10 @@ class Route:
     fail_first: int = 0  # answer the first N requests with fail_status / fail_headers instead
     fail_status: int = 503
     fail_headers: dict = field(default_factory=dict)
+    # raw answer: bytes are sent as they are, numbers are pauses (seconds); then the connection is closed.
+    # A callable gets the query string and returns such an iterable (a generator may never end: it stops
+    # when the client hangs up).
+    script: Iterable | Callable[[str], Iterable] | None = None
 
 
 class FaultServer:
@@ -40,6 +48,8 @@ class FaultServer:
         self.connections = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.requests: list[tuple[str, dict]] = []
+        self.script_bytes = 0
         self._lock = threading.Lock()
         server = self
 
@@ -55,8 +65,9 @@ class FaultServer:
                 pass
 
             def do_GET(self):
-                path = self.path.split("?", 1)[0]
+                path, _, query = self.path.partition("?")
                 with server._lock:
+                    server.requests.append((self.path, dict(self.headers.items())))
                     server.hits[path] += 1
                     nth = server.hits[path]
                     server.in_flight += 1
@@ -65,10 +76,27 @@ class FaultServer:
                     route = server.routes.get(path, Route(404, b"not found"))
                     if nth <= route.fail_first:
                         route = Route(route.fail_status, b"try later", route.fail_headers)
-                    self._answer(route)
+                    if route.script is not None:
+                        self._play(route.script(query) if callable(route.script) else route.script)
+                    else:
+                        self._answer(route)
                 finally:
                     with server._lock:
                         server.in_flight -= 1
+
+            def _play(self, script: Iterable):
+                self.close_connection = True
+                try:
+                    for step in script:
+                        if isinstance(step, (int, float)):
+                            time.sleep(step)
+                            continue
+                        self.wfile.write(step)
+                        self.wfile.flush()
+                        with server._lock:
+                            server.script_bytes += len(step)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    pass
 
             def _answer(self, r: Route):
                 if r.delay_s:

@@ -139,7 +139,10 @@ def test_every_fetch_reason_is_in_the_accounting_vocabulary():
     from laion5b_spark.accounting import REASONS
     import laion5b_spark.download.safe_fetch as sf
 
-    raised = set(re.findall(r'FetchError\("([a-z_]+)"', Path(sf.__file__).read_text()))
+    import laion5b_spark.download.http1 as http1
+
+    text = Path(sf.__file__).read_text() + Path(http1.__file__).read_text()
+    raised = set(re.findall(r'FetchError\("([a-z_]+)"', text))
     assert raised and raised <= set(REASONS), raised - set(REASONS)
 
 

@@ -185,7 +185,8 @@ def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
     d = cfg["download"]
     try:
         policy = FetchPolicy(user_agent=d["user_agent"], allow=tuple(d["allow"]), max_bytes=int(d["max_bytes"]),
-                             connect_timeout_s=d["connect_timeout_s"], read_timeout_s=d["read_timeout_s"],
+                             max_header_bytes=int(d["max_header_bytes"]), connect_timeout_s=d["connect_timeout_s"],
+                             read_timeout_s=d["read_timeout_s"],
                              deadline_s=d["deadline_s"], max_redirects=int(d["max_redirects"]),
                              connect_to=tuple(d["connect_to"]))
         Fetcher(policy)  # a bad network or connect_to string fails here, with its message

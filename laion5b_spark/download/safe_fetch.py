@@ -1,43 +1,40 @@
 """Fetch one URL safely: what a crawler inside a cloud VPC may and may not connect to, and how long it may take.
 
-* only http and https;
-* the host is resolved here (cached), and every address that is not globally routable - private, loopback,
-  link-local (the 169.254.169.254 metadata service), CGNAT, multicast, reserved, the fd00:ec2::254 metadata
-  service - is refused before any connection, unless an allow-list entry (``10.0.0.0/8``, ``127.0.0.1:8080``)
-  admits it;
+* only http and https; hosts go through IDNA (UTS 46) for DNS, the Host header and TLS SNI, so
+  ``http://пример.test/`` is ``xn--e1afmkfd.test`` and ``http://ⓛocalhost/`` is ``localhost`` (then refused);
+* the host is resolved here (cached), and every address that is not globally routable is refused before any
+  connection (``addresses.py``: IANA's special-purpose registries, IPv6 forms that embed an IPv4 address judged by
+  it), unless an allow-list entry (``10.0.0.0/8``, ``127.0.0.1:8080``) admits it;
 * the connection goes to the address that was checked (the Host header and TLS SNI carry the name), so a second
   DNS answer cannot rebind it; redirects are followed here, one hop at a time, each hop checked the same way;
-* a byte cap on the body (checked against Content-Length first), connect and read timeouts, and a total deadline
-  (a server dripping one byte a second still ends on time).
+* the exchange itself (``http1.py``) is bounded as a whole: a total deadline, a cap on the head and on the
+  number of 1xx responses, a byte cap on the body (Content-Length first, then counted, then the decoded size).
 
 Failures are ``FetchError`` with an accounting reason; HTTP error statuses are results (the caller decides).
 """
 
 from __future__ import annotations
 
-import ipaddress
+import re
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
-import urllib3
+import idna
 
 from ..config import DEFAULTS
+from .addresses import AllowList, blocked
+from .http1 import Connection, FetchError, StaleConnection, exchange, open_connection
+
+__all__ = ["FetchError", "FetchPolicy", "Fetched", "Fetcher", "Resolver", "blocked", "request_host"]
 
 _DEFAULT_PORT = {"http": 80, "https": 443}
 _REDIRECTS = {301, 302, 303, 307, 308}
-
-
-class FetchError(Exception):
-    def __init__(self, reason: str, message: str = "", http_status: int | None = None):
-        super().__init__(message or reason)
-        self.reason = reason  # accounting reason (laion5b_spark.accounting.REASONS)
-        self.http_status = http_status
-
+_Allow = AllowList  # the name tests and older code use
 
 _DOWNLOAD = DEFAULTS["download"]  # the defaults live in config.DEFAULTS alone
 
@@ -47,6 +44,7 @@ class FetchPolicy:
     user_agent: str = _DOWNLOAD["user_agent"]
     allow: tuple[str, ...] = tuple(_DOWNLOAD["allow"])  # networks or address:port admitted despite being private
     max_bytes: int = _DOWNLOAD["max_bytes"]
+    max_header_bytes: int = _DOWNLOAD["max_header_bytes"]  # one response head: status line and headers
     connect_timeout_s: float = _DOWNLOAD["connect_timeout_s"]
     read_timeout_s: float = _DOWNLOAD["read_timeout_s"]
     deadline_s: float = _DOWNLOAD["deadline_s"]
@@ -69,21 +67,9 @@ class Fetched:
     seconds: float = 0.0
 
 
-class _Allow:
-    def __init__(self, entries: tuple[str, ...]):
-        self.nets: list[tuple[ipaddress._BaseNetwork, int | None]] = []
-        for e in entries:
-            addr, port = e, None
-            if e.count(":") == 1 or e.startswith("["):  # v4:port or [v6]:port
-                addr, _, p = e.rpartition(":")
-                addr, port = addr.strip("[]"), int(p)
-            self.nets.append((ipaddress.ip_network(addr, strict=False), port))
-
-    def admits(self, ip: ipaddress._BaseAddress, port: int) -> bool:
-        return any(ip in net and (p is None or p == port) for net, p in self.nets)
-
-
 def _connect_to(entries: tuple[str, ...]) -> dict[str, tuple[str, int]]:
+    import ipaddress
+
     out = {}
     for e in entries:
         host, sep, target = e.partition("=")
@@ -94,14 +80,35 @@ def _connect_to(entries: tuple[str, ...]) -> dict[str, tuple[str, int]]:
     return out
 
 
-def blocked(ip: str, port: int, allow: _Allow) -> bool:
-    """True when connecting to ip:port is refused."""
-    addr = ipaddress.ip_address(ip)
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    if allow.admits(addr, port):
-        return False
-    return not addr.is_global or addr.is_multicast
+# what a DNS name or an IP literal may hold once IDNA has run (RFC 3986 reg-name without percent-encoding)
+_HOST_CHARS = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=]+|\[[0-9A-Fa-f:.]+\]")
+# WHATWG URL: bytes of a path / query that a browser percent-encodes before sending
+_PATH_UNSAFE = re.compile(r'[^\x21-\x7e]|["<>`{}]')
+_QUERY_UNSAFE = re.compile(r"""[^\x21-\x7e]|["<>']""")
+
+
+def request_host(host: str) -> str:
+    """The ASCII host for DNS, the Host header and SNI: IDNA (UTS 46, non-transitional) for non-ASCII names.
+    Raises FetchError(invalid_url) for a name IDNA refuses or characters no host may hold."""
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True, transitional=False).decode("ascii")
+        except (idna.IDNAError, UnicodeError, ValueError) as exc:
+            raise FetchError("invalid_url", f"host {host[:80]!r} is not a valid internationalized name: {exc}"
+                             ) from None
+    host = host.lower()
+    if not _HOST_CHARS.fullmatch(host if ":" not in host else f"[{host}]"):
+        raise FetchError("invalid_url", f"host {host[:80]!r} holds characters no host name may hold")
+    return host
+
+
+def request_target(path: str, query: str) -> str:
+    """Path and query as a browser sends them: UTF-8 percent-encoding of what may not go on the wire as is."""
+    if _PATH_UNSAFE.search(path):
+        path = quote(path, safe="!$%&'()*+,/:;=@[\\]^|")
+    if query and _QUERY_UNSAFE.search(query):
+        query = quote(query, safe="!$%&()*+,/:;=?@[\\]^`{|}")
+    return (path or "/") + (f"?{query}" if query else "")
 
 
 class Resolver:
@@ -123,8 +130,8 @@ class Resolver:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             value: list[str] | FetchError = list(dict.fromkeys(i[4][0] for i in infos))
-        except (socket.gaierror, UnicodeError) as exc:
-            value = FetchError("dns_error", f"{host}: {exc}")
+        except (OSError, UnicodeError, ValueError) as exc:  # gaierror; a name too long for DNS; a NUL
+            value = FetchError("dns_error", f"{host[:100]}: {exc}")
         with self._lock:
             self._cache[(host, port)] = (now + self.ttl, value)
             self._cache.move_to_end((host, port))
@@ -136,42 +143,56 @@ class Resolver:
 
 
 class Fetcher:
-    """Thread-safe; keeps one keep-alive pool per (scheme, address, port, host)."""
+    """Thread-safe; keeps idle keep-alive connections per (scheme, address, port, host)."""
 
     def __init__(self, policy: FetchPolicy = FetchPolicy(), resolver: Resolver | None = None, max_pools: int = 512,
                  per_host_connections: int = 4):
         self.policy = policy
-        self.allow = _Allow(policy.allow)
+        self.allow = AllowList(policy.allow)
         self.connect_to = _connect_to(policy.connect_to)
         self.resolver = resolver or Resolver(policy.dns_ttl_s)
         self.max_pools, self.per_host = max_pools, per_host_connections
-        self._pools: OrderedDict[tuple, urllib3.HTTPConnectionPool] = OrderedDict()
+        self._idle: OrderedDict[tuple, list[Connection]] = OrderedDict()
         self._lock = threading.Lock()
+        self._tls = ssl.create_default_context()
 
-    def _pool(self, scheme: str, ip: str, port: int, host: str) -> urllib3.HTTPConnectionPool:
-        key = (scheme, ip, port, host)
+    def _connection(self, key: tuple, deadline: float) -> Connection:
         with self._lock:
-            pool = self._pools.get(key)
-            if pool is None:
-                kw = dict(maxsize=self.per_host, block=False, retries=False)
-                if scheme == "https":
-                    pool = urllib3.HTTPSConnectionPool(ip, port, server_hostname=host, assert_hostname=host, **kw)
-                else:
-                    pool = urllib3.HTTPConnectionPool(ip, port, **kw)
-                self._pools[key] = pool
-                while len(self._pools) > self.max_pools:
-                    self._pools.popitem(last=False)[1].close()
-            self._pools.move_to_end(key)
-            return pool
+            idle = self._idle.get(key)
+            while idle:
+                conn = idle.pop()
+                if conn.idle_and_open():
+                    return conn
+                conn.close()
+        scheme, ip, port, host = key
+        return open_connection(ip, port, tls_host=host if scheme == "https" else None,
+                               connect_timeout=self.policy.connect_timeout_s, deadline=deadline, context=self._tls)
+
+    def _release(self, key: tuple, conn: Connection, reusable: bool) -> None:
+        if not reusable:
+            conn.close()
+            return
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            self._idle.move_to_end(key)
+            if len(idle) < self.per_host:
+                idle.append(conn)
+                conn = None
+            while len(self._idle) > self.max_pools:
+                for old in self._idle.popitem(last=False)[1]:
+                    old.close()
+        if conn is not None:
+            conn.close()
 
     def close(self) -> None:
         with self._lock:
-            for pool in self._pools.values():
-                pool.close()
-            self._pools.clear()
+            for idle in self._idle.values():
+                for conn in idle:
+                    conn.close()
+            self._idle.clear()
 
     def target(self, url: str) -> tuple[str, str, int, str, int]:
-        """(scheme, host, port, checked address, its port) or FetchError - before any connection."""
+        """(scheme, ASCII host, port, checked address, its port) or FetchError - before any connection."""
         try:
             parts = urlsplit(url)
             port = parts.port
@@ -180,11 +201,11 @@ class Fetcher:
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORT:
             raise FetchError("bad_scheme", f"{scheme or 'no'} scheme: only http and https are fetched")
-        host = parts.hostname
-        if not host:
+        if not parts.hostname:
             raise FetchError("invalid_url", "no host")
+        host = request_host(parts.hostname)
         port = port or _DEFAULT_PORT[scheme]
-        to = self.connect_to.get(host.lower()) or self.connect_to.get("*")
+        to = self.connect_to.get(host) or self.connect_to.get("*")
         if to is not None:
             ips, to_port = [to[0]], to[1]
         else:
@@ -194,89 +215,63 @@ class Fetcher:
                 return scheme, host, port, ip, to_port
         raise FetchError("blocked_private_ip", f"{host} resolves to {', '.join(ips)}: not a public address")
 
-    def fetch(self, url: str, headers: dict[str, str] | None = None) -> Fetched:
+    def fetch(self, url: str, headers: dict[str, str] | None = None, *, max_bytes: int | None = None,
+              truncate: bool = False) -> Fetched:
+        """GET ``url``, following redirects. ``max_bytes`` overrides the policy's cap for this call; with
+        ``truncate`` a longer body is cut there instead of failing (robots.txt: the first 500 KiB count)."""
         p = self.policy
+        cap = p.max_bytes if max_bytes is None else max_bytes
         t0 = time.monotonic()
         deadline = t0 + p.deadline_s
         hops: list[str] = []
         for _ in range(p.max_redirects + 1):
             scheme, host, port, ip, ip_port = self.target(url)
             parts = urlsplit(url)
-            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            host_header = host if port == _DEFAULT_PORT[scheme] else f"{host}:{port}"
-            if ":" in host and not host.startswith("["):
-                host_header = f"[{host}]" + ("" if port == _DEFAULT_PORT[scheme] else f":{port}")
+            host_header = f"[{host}]" if ":" in host else host
+            if port != _DEFAULT_PORT[scheme]:
+                host_header += f":{port}"
             send = {"Host": host_header, "User-Agent": p.user_agent, "Accept": "image/*,*/*;q=0.5",
-                    **(headers or {})}
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise FetchError("timeout", f"total deadline of {p.deadline_s}s passed")
-            timeout = urllib3.Timeout(connect=min(p.connect_timeout_s, remaining), read=min(p.read_timeout_s, remaining))
-            with _as_fetch_errors():
-                resp = self._pool(scheme, ip, ip_port, host).urlopen(
-                    "GET", path, headers=send, redirect=False, retries=False, preload_content=False,
-                    timeout=timeout, assert_same_host=False)
-            head = {k.lower(): ", ".join(resp.headers.getlist(k)) for k in resp.headers}
-            if resp.status in _REDIRECTS and head.get("location"):
-                resp.drain_conn()
-                resp.release_conn()
+                    "Accept-Encoding": "identity", **(headers or {})}
+            request = _request(request_target(parts.path, parts.query), send)
+            key = (scheme, ip, ip_port, host)
+            resp = None
+            for fresh_retry in (False, True):  # a kept-alive connection the server closed meanwhile: once more
+                conn = self._connection(key, deadline)
+                try:
+                    resp = exchange(conn, request, deadline=deadline, read_timeout=p.read_timeout_s,
+                                    max_head_bytes=p.max_header_bytes, max_body_bytes=cap, truncate=truncate,
+                                    wanted=_WANTED)
+                except StaleConnection:
+                    conn.close()
+                    if fresh_retry:
+                        raise FetchError("connect_error", "the server closed the connection without answering"
+                                         ) from None
+                    continue
+                except BaseException:
+                    conn.close()
+                    raise
+                self._release(key, conn, resp.reusable)
+                break
+            location = resp.headers.get("location")
+            if resp.status in _REDIRECTS and location:
                 hops.append(url)
-                url = urljoin(url, head["location"])
+                try:
+                    url = urljoin(url, location.strip())
+                except ValueError as exc:
+                    raise FetchError("invalid_url", f"redirect to {location[:200]!r}: {exc}") from exc
                 continue
-            body = self._read(resp, head, deadline)
-            robots = list(resp.headers.getlist("x-robots-tag"))
-            return Fetched(url, resp.status, head, body, ip, robots, hops, time.monotonic() - t0)
+            robots = resp.lines.get("x-robots-tag", [])
+            return Fetched(url, resp.status, resp.headers, resp.body, ip, robots, hops, time.monotonic() - t0)
         raise FetchError("too_many_redirects", f"more than {p.max_redirects} redirects")
 
-    def _read(self, resp, head: dict[str, str], deadline: float) -> bytes:
-        cap = self.policy.max_bytes
-        try:
-            declared = int(head.get("content-length", "-1"))
-        except ValueError:
-            declared = -1
-        if declared > cap:
-            _discard(resp)
-            raise FetchError("too_large", f"Content-Length {declared} > {cap} bytes")
-        chunks, size, ok = [], 0, False
-        try:
-            with _as_fetch_errors():
-                while chunk := resp.read1(65536):  # whatever one recv gives: the deadline is checked between them
-                    size += len(chunk)
-                    if size > cap:
-                        raise FetchError("too_large", f"body passed {cap} bytes")
-                    if time.monotonic() > deadline:
-                        raise FetchError("timeout", f"total deadline of {self.policy.deadline_s}s passed while reading")
-                    chunks.append(chunk)
-            ok = True
-        finally:
-            if ok:
-                resp.release_conn()  # read to the end: the connection is reused (keep-alive)
-            else:
-                _discard(resp)
-        return b"".join(chunks)
+
+_WANTED = frozenset(range(200, 300))
 
 
-@contextmanager
-def _as_fetch_errors():
-    """urllib3's and the socket's exceptions -> FetchError with the accounting reason."""
-    try:
-        yield
-    except urllib3.exceptions.NewConnectionError as exc:  # refused/unreachable: a subclass of ConnectTimeoutError
-        raise FetchError("connect_error", str(exc)) from exc
-    except urllib3.exceptions.ConnectTimeoutError as exc:
-        raise FetchError("timeout", f"connect: {exc}") from exc
-    except urllib3.exceptions.ReadTimeoutError as exc:
-        raise FetchError("timeout", f"read: {exc}") from exc
-    except urllib3.exceptions.SSLError as exc:
-        raise FetchError("tls_error", str(exc)) from exc
-    except urllib3.exceptions.ProtocolError as exc:  # closed before the announced length
-        raise FetchError("truncated_body" if "IncompleteRead" in str(exc) or "ended prematurely" in str(exc)
-                         else "connect_error", str(exc)) from exc
-    except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise FetchError("connect_error", str(exc)) from exc
-
-
-def _discard(resp) -> None:
-    """A connection with unread bytes must not go back to the pool: close it, then release the slot."""
-    resp.close()
-    resp.release_conn()
+def _request(target: str, headers: dict[str, str]) -> bytes:
+    lines = [f"GET {target} HTTP/1.1"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+            raise ValueError(f"header {name!r}: CR/LF in a request header")
+        lines.append(f"{name}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "strict")

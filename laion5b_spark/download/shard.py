@@ -2,7 +2,8 @@
 
 Concurrency lives here, inside the task: a thread pool fetches, a ``HostGate`` caps connections and request rate
 per host and holds a host back when it answers 429/503 with Retry-After. Retries are bounded per URL; what cannot
-be fetched is a row with its reason, never an exception. Plain Python: no Spark here.
+be fetched is a row with its reason, never an exception - an unexpected one included (``row_error``, naming its
+type). Plain Python: no Spark here.
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ class Downloader:
         lock = threading.Lock()
 
         def one(url: str) -> dict:
-            r = _fetch_one(url, self, gate, slots)
+            try:
+                r = _fetch_one(url, self, gate, slots)
+            except Exception as exc:  # noqa: BLE001 - one row never costs its shard: the row fails, with the type
+                r = _failed("row_error", f"{type(exc).__name__}: {exc}")
             if progress is not None:
                 with lock:
                     done[0] += 1
