@@ -251,3 +251,10 @@ def test_names_and_redirects_to_embedded_forms_never_connect(srv, ip):
     srv.route("/hop", status=302, headers={"Location": f"http://[{ip}]/x.jpg"})
     assert fails(fetcher(srv), srv.url("/hop"))[0] == "blocked_private_ip"
     assert srv.hits["/hop"] == 1
+
+
+def test_a_kept_alive_connection_the_server_closed_is_not_reused(srv):
+    srv.route("/once", script=[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])  # then closes, unannounced
+    f = fetcher(srv)
+    assert [f.fetch(srv.url("/once")).body for _ in range(3)] == [b"ok"] * 3
+    assert srv.connections == 3
