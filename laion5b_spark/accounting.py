@@ -47,7 +47,10 @@ REASONS: dict[str, str] = {
     "protocol_error": "the answer is not valid HTTP/1.x: a head cut short or over download.max_header_bytes, too "
                       "many 1xx responses, broken chunked framing or content encoding",
     "row_error": "unexpected exception while handling one row (a bug; the message names the exception type)",
-    "robots_denied": "X-Robots-Tag forbids this use (noai, noimageai, noindex, noimageindex, noml)",
+    "robots_denied": "robots.txt, or X-Robots-Tag (noai, noimageai, noindex, noimageindex, noml, none), forbids this use",
+    "robots_unreachable": "robots.txt could not be had (timeout, 5xx, 429, network): RFC 9309 says fetch nothing "
+                          "from that origin for now; a later try may pass (download.retry_reasons)",
+    "tdm_reserved": "TDM rights reserved (TDMRep): a tdm-reservation: 1 header, or /.well-known/tdmrep.json",
     # download: images (laion5b_spark/download/image.py)
     "not_an_image": "the bytes are not an accepted image format (sniffed, whatever the Content-Type said)",
     "image_too_small": "fewer bytes than download.min_bytes or a side under download.min_image_size",

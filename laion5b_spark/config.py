@@ -48,6 +48,8 @@ DEFAULTS: dict = {
         "user_agent_token": "laion5b-spark",  # the name X-Robots-Tag lines address
         "respect_robots_tags": True,
         "robots_txt": False,  # also obey robots.txt, fetched once per origin per worker (RFC 9309)
+        # TDMRep opt-outs (EU DSM art. 4): the tdm-reservation header; with robots_txt also /.well-known/tdmrep.json
+        "respect_tdmrep": True,
         "allow": [],  # networks / address:port admitted despite being private, e.g. ["10.0.0.0/8"]
         "connect_to": [],  # "host=address:port" ("*" = every host), as curl --connect-to: mirrors, the demo
         "max_bytes": 20 * 2**20,
@@ -73,7 +75,7 @@ DEFAULTS: dict = {
         "denylist": [],  # image (and URL) hash lists, as dedup's --denylist
         # failures --retry-failed fetches again (the others - 404, not an image, robots - would fail the same way)
         "retry_reasons": ["dns_error", "connect_error", "tls_error", "timeout", "truncated_body", "http_error",
-                          "rate_limited"],
+                          "rate_limited", "robots_unreachable"],
     },
     "clip": {
         "model": "ViT-B-32",

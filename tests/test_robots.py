@@ -9,7 +9,7 @@ from fault_server import FaultServer
 
 from laion5b_spark.download import robots
 from laion5b_spark.download.robots import RobotsCache
-from laion5b_spark.download.safe_fetch import Fetched, Fetcher, FetchPolicy
+from laion5b_spark.download.safe_fetch import Fetched, Fetcher, FetchError, FetchPolicy
 
 TOKEN = "laion5b-spark"
 
@@ -127,7 +127,7 @@ def test_expiry_refetches_and_unreachable_expires_sooner(srv, monkeypatch):
 def test_lru_keeps_at_most_max_origins():
     asked = []
 
-    def fetch(url):
+    def fetch(url, **_caps):
         asked.append(url)
         return Fetched(url, 404, {}, b"", "192.0.2.1")
 
@@ -135,6 +135,119 @@ def test_lru_keeps_at_most_max_origins():
     for host in ["a", "b", "a", "c", "a", "b"]:  # c evicts b (a was used since), b evicts c
         assert rc.check(f"http://{host}.example/x.jpg") is None
     assert [u.split("//")[1].split(".")[0] for u in asked] == ["a", "b", "c", "b"]
-    assert len(rc._cache) == 2
+    assert len(rc.origins) == 2
     assert rc.check("https://a.example/x") is None and len(asked) == 5  # another scheme, another origin
     assert rc.check("ftp://a.example/x") is None and len(asked) == 5  # not http(s): left to the fetcher
+
+
+# -- robots.py on its own: every fetch outcome, read as RFC 9309 says (issue 15, class 2) ------------------------
+
+FETCH_ERRORS = ["timeout", "connect_error", "dns_error", "tls_error", "too_large", "truncated_body",
+                "blocked_private_ip", "invalid_url", "bad_scheme", "protocol_error"]
+RULES = b"User-agent: *\nDisallow: /no\n"
+
+
+class FakeFetch:
+    """The fetcher's interface without a network: answers with ``answer`` (a FetchError is raised) and honours
+    ``max_bytes`` / ``truncate`` as the fetcher does; ``cut_at`` cuts every body there (a truncating fetcher)."""
+
+    def __init__(self, answer, cut_at: int | None = None):
+        self.answer, self.cut_at, self.calls = answer, cut_at, []
+
+    def __call__(self, url, headers=None, *, max_bytes=None, truncate=False):
+        self.calls.append((url, max_bytes, truncate))
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        status, hdrs, body = self.answer
+        if self.cut_at is not None:
+            body = body[:self.cut_at]
+        elif max_bytes is not None and len(body) > max_bytes:
+            if not truncate:
+                raise FetchError("too_large", "over the cap")
+            body = body[:max_bytes]
+        return Fetched(url, status, hdrs, body, "192.0.2.1")
+
+
+def framed(body: bytes) -> dict:
+    return {"content-length": str(len(body))}
+
+
+@pytest.mark.parametrize("reason", FETCH_ERRORS)
+def test_every_fetch_error_means_unreachable(reason):
+    rc = RobotsCache(FakeFetch(FetchError(reason, "boom")), TOKEN)
+    assert rc.check("http://a.example/x.jpg") == f"robots.txt unreachable ({reason})"
+
+
+def test_too_many_redirects_means_unavailable():
+    assert RobotsCache(FakeFetch(FetchError("too_many_redirects")), TOKEN).check("http://a.example/x.jpg") is None
+
+
+def test_every_status_is_read_as_rfc_9309_says():
+    for status in range(100, 600):
+        rc = RobotsCache(FakeFetch((status, framed(RULES), RULES)), TOKEN)
+        yes, no = rc.check("http://a.example/yes.jpg"), rc.check("http://a.example/no.jpg")
+        if 200 <= status < 300:  # the rules apply
+            assert (yes, no) == (None, f"robots.txt disallows /no.jpg for {TOKEN}"), status
+        elif 400 <= status < 500 and status != 429:  # unavailable: no rules
+            assert (yes, no) == (None, None), status
+        else:  # 5xx, 429, and what a fetcher should never hand back (1xx, an unfollowed 3xx): unreachable
+            assert yes == no == f"robots.txt unreachable (HTTP {status})", status
+
+
+def test_robots_txt_is_asked_for_with_the_500_kib_cap_and_cut_there():
+    fetch = FakeFetch((200, framed(RULES), RULES))
+    RobotsCache(fetch, TOKEN).check("https://a.example:8443/x.jpg")
+    assert fetch.calls == [("https://a.example:8443/robots.txt", robots.MAX_ROBOTS_BYTES, True)]
+
+
+def test_a_line_cut_at_the_cap_is_dropped_not_misread():
+    # the cap falls inside "Disallow: /private/": read whole lines only, or /pri would shut out /pricing
+    head = b"User-agent: *\n" + b"# " + b"x" * 1000 + b"\n"
+    filler = head + b"#" * (robots.MAX_ROBOTS_BYTES - len(head) - len(b"Disallow: /pri") - 1) + b"\n"
+    body = filler + b"Disallow: /private/\n"
+    assert body[:robots.MAX_ROBOTS_BYTES].endswith(b"\nDisallow: /pri")
+    for cut_at in (None, robots.MAX_ROBOTS_BYTES):  # a fetcher that cuts at the cap, one that hands back more
+        rc = RobotsCache(FakeFetch((200, framed(body), body), cut_at=cut_at), TOKEN)
+        assert rc.check("http://a.example/pricing.jpg") is None
+
+
+def test_a_body_shorter_than_its_content_length_is_unreachable():
+    cut = b"User-agent: *\nDisallow: /no"  # the server promised 200 bytes, then closed
+    rc = RobotsCache(FakeFetch((200, {"content-length": "200"}, cut)), TOKEN)
+    assert rc.check("http://a.example/x.jpg") == "robots.txt unreachable (body cut short: 27 of 200 bytes)"
+
+
+@pytest.mark.parametrize("status, headers, allowed", [
+    (200, {"content-length": "0"}, True),  # an empty robots.txt: no rules
+    (204, {}, True),  # No Content has no body by definition
+    (200, {"transfer-encoding": "chunked"}, True),
+    (200, {}, False),  # no framing at all: an empty file and a cut-off answer look the same - never "allow all"
+    (200, {"content-type": "text/plain"}, False),
+])
+def test_an_empty_body_allows_all_only_when_the_answer_says_it_is_empty(status, headers, allowed):
+    refusal = RobotsCache(FakeFetch((status, headers, b"")), TOKEN).check("http://a.example/x.jpg")
+    assert (refusal is None) == allowed
+    if not allowed:
+        assert refusal == "robots.txt unreachable (an empty answer without Content-Length)"
+
+
+def test_an_unexpected_exception_is_not_cached():
+    fetch = FakeFetch(ValueError("a bug in the fetcher"))
+    rc = RobotsCache(fetch, TOKEN)
+    with pytest.raises(ValueError):
+        rc.check("http://a.example/x.jpg")
+    fetch.answer = (200, framed(RULES), RULES)
+    assert rc.check("http://a.example/no.jpg") is not None and len(fetch.calls) == 2
+
+
+def test_an_unreachable_robots_txt_is_a_retryable_failure_not_a_decision():
+    from laion5b_spark.config import DEFAULTS
+    from laion5b_spark.download.safe_fetch import FetchError
+    from laion5b_spark.download.shard import DROPPED
+
+    def fetch(url, **kw):
+        raise FetchError("timeout", "slow")
+
+    verdict = RobotsCache(fetch, "laion5b-spark").verdict("http://img.test/a.jpg")
+    assert verdict[0] == "robots_unreachable" and "unreachable" in verdict[1]
+    assert "robots_unreachable" not in DROPPED and "robots_unreachable" in DEFAULTS["download"]["retry_reasons"]

@@ -23,6 +23,7 @@ from .image import ImageProcessor, ImageSettings
 from .robots import RobotsCache
 from .safe_fetch import Fetcher, FetchPolicy
 from .shard import Downloader, ShardSettings
+from .tdmrep import TdmRep
 from .webdataset import write_tar
 
 _COLUMNS = ["uid", "url", "text", "language"]
@@ -164,6 +165,7 @@ class DownloadSettings:
     retry_reasons: tuple
     webdataset: bool
     robots_txt: bool
+    respect_tdmrep: bool
 
     @classmethod
     def from_config(cls, cfg: dict, more_denylists: list[str] = ()) -> "DownloadSettings":
@@ -173,7 +175,7 @@ class DownloadSettings:
         if int(d["shard_rows"]) < 1:
             raise ConfigError("download.shard_rows must be at least 1")
         return cls(policy, image, shard, int(d["shard_rows"]), tuple(deny.files), tuple(d["retry_reasons"]),
-                   bool(d["webdataset"]), bool(d["robots_txt"]))
+                   bool(d["webdataset"]), bool(d["robots_txt"]), bool(d["respect_tdmrep"]))
 
     def table_settings(self) -> dict:
         """What makes the images table one table: rows of another size or encoding are not mixed into it."""
@@ -219,6 +221,8 @@ def _worker_downloader(s: DownloadSettings) -> Downloader:
         deny = load_denylists(list(s.denylist)) if s.denylist else None
         fetcher = Fetcher(s.policy, per_host_connections=s.shard.max_per_host)
         robots = RobotsCache(fetcher.fetch, s.shard.user_agent_token) if s.robots_txt else None
-        state = (s, Downloader(fetcher, ImageProcessor(s.image), s.shard, deny, robots))
+        # the header is read on every image; tdmrep.json is fetched per origin only when robots checks are on
+        tdm = TdmRep(fetcher.fetch if s.robots_txt else None) if s.respect_tdmrep else None
+        state = (s, Downloader(fetcher, ImageProcessor(s.image), s.shard, deny, robots, tdm))
         _local.state = state
     return state[1]

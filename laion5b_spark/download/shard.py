@@ -25,10 +25,12 @@ from .image import ImageProcessor
 from .politeness import HostGate, backoff_s, retry_after_s, robots_denied
 from .robots import RobotsCache
 from .safe_fetch import Fetcher, FetchError
+from .tdmrep import TdmRep
 
 RETRYABLE = frozenset({"timeout", "connect_error", "truncated_body"})
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-DROPPED = frozenset({"denylisted", "robots_denied"})  # decisions; every other failure reason is bad input
+# decisions; every other failure reason is bad input
+DROPPED = frozenset({"denylisted", "robots_denied", "tdm_reserved"})
 
 
 _DOWNLOAD = DEFAULTS["download"]  # the defaults live in config.DEFAULTS alone
@@ -52,9 +54,9 @@ class Downloader:
     rules, hash lists. ``shard`` downloads one shard; ``retry`` fetches a committed shard's failures again."""
 
     def __init__(self, fetcher: Fetcher, processor: ImageProcessor, settings: ShardSettings = ShardSettings(),
-                 deny: DenyList | None = None, robots: RobotsCache | None = None):
+                 deny: DenyList | None = None, robots: RobotsCache | None = None, tdm: TdmRep | None = None):
         self.fetcher, self.processor, self.settings = fetcher, processor, settings
-        self.deny, self.robots = deny, robots
+        self.deny, self.robots, self.tdm = deny, robots, tdm
 
     def shard(self, rows: pa.Table, errors: ErrorSamples, key_prefix: str, progress=None
               ) -> tuple[pa.Table, Ledger]:
@@ -134,9 +136,13 @@ def _fetch_one(url: str, d: Downloader, gate: HostGate, slots: threading.Bounded
     s, fetcher, processor, deny = d.settings, d.fetcher, d.processor, d.deny
     host = host_of(url) or "?"
     if d.robots is not None:
-        refusal = d.robots.check(url)
+        refusal = d.robots.verdict(url)
         if refusal:
-            return _failed("robots_denied", refusal)
+            return _failed(*refusal)
+    if d.tdm is not None:
+        reserved = d.tdm.check(url)
+        if reserved:
+            return _failed("tdm_reserved", reserved)
     last: dict = {}
     for attempt in range(s.retries + 1):
         if attempt:
@@ -164,6 +170,8 @@ def _fetch_one(url: str, d: Downloader, gate: HostGate, slots: threading.Bounded
             return _failed("http_error", f"HTTP {got.status}", got.status)
         if s.respect_robots_tags and robots_denied(got.robots_tags, s.user_agent_token):
             return _failed("robots_denied", f"X-Robots-Tag: {'; '.join(got.robots_tags)}", 200)
+        if d.tdm is not None and (reserved := d.tdm.reserved_by(got.headers)):
+            return _failed("tdm_reserved", reserved, 200)
         with slots:
             img = processor(got.body)
         if deny is not None and (img.sha256 in deny.image_sha256
