@@ -54,7 +54,9 @@ REASONS: dict[str, str] = {
     # download: images (laion5b_spark/download/image.py)
     "not_an_image": "the bytes are not an accepted image format (sniffed, whatever the Content-Type said)",
     "image_too_small": "fewer bytes than download.min_bytes or a side under download.min_image_size",
-    "decompression_bomb": "more pixels than download.max_pixels, refused from the header before decoding",
+    "decompression_bomb": "decoding would cost far more than the bytes, refused from the header before decoding: "
+                          "more pixels than download.max_pixels (canvas or first frame), more JPEG scans than "
+                          "download.max_jpeg_scans, more header segments/chunks/blocks than any encoder writes",
     "bad_aspect_ratio": "aspect ratio above download.max_aspect_ratio",
     # clip: images -> scored / dataset
     "no_image": "the images row has no stored image (its download failed)",

@@ -66,7 +66,11 @@ DEFAULTS: dict = {
         "skip_reencode": False,
         "min_bytes": 0,  # LAION: 5120
         "min_image_size": 0,
-        "max_pixels": 89_478_485,
+        "max_pixels": 89_478_485,  # canvas and first frame, from the header (LAION's/PIL's 89.5 MP)
+        # a JPEG with more scans is refused before decoding (decompression_bomb): libjpeg passes over the image once
+        # per scan; its progression writes 10 (colour) or 18 (CMYK), mozjpeg picks from at most 64; libtiff's limit
+        "max_jpeg_scans": 100,
+        "max_exif_bytes": 65_536,  # EXIF parsed from at most this many bytes (a JPEG's APP1 holds 65,533)
         "max_aspect_ratio": 0.0,  # 0: no limit
         "formats": ["jpeg", "png", "webp", "gif"],
         "reduced_decode": True,

@@ -122,3 +122,108 @@ def test_exif_is_kept_as_img2dataset_names_it():
     plain = io.BytesIO()
     Image.new("RGB", (400, 300)).save(plain, "JPEG")
     assert ImageProcessor()(plain.getvalue()).exif is None
+
+
+# --- issue 15, class 5: GIF (OpenCV here is built without it) and 16-bit PNG (was clipped to white) ---------------
+
+def img2dataset_matting(rgba: np.ndarray) -> np.ndarray:
+    """img2dataset.resizer.Resizer's alpha matting, verbatim (float64)."""
+    alpha = rgba[:, :, 3, np.newaxis]
+    out = alpha / 255 * rgba[..., :3] + 255 - alpha
+    return np.rint(out.clip(min=0, max=255)).astype(np.uint8)
+
+
+def lossless(**kw) -> ImageProcessor:
+    return ImageProcessor(ImageSettings(resize_mode="no", encode_format="png", reduced_decode=False, **kw))
+
+
+def stored_rgb(r) -> np.ndarray:
+    assert r.reason is None, r.message
+    return np.asarray(Image.open(io.BytesIO(r.image)).convert("RGB"))
+
+
+def gif_bytes(frames, **kw) -> bytes:
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=len(frames) > 1, append_images=frames[1:], **kw)
+    return buf.getvalue()
+
+
+def test_gif_palette_with_transparency_is_matted_on_white():
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 255, (150, 200, 3), np.uint8)
+    arr[40:90, 50:120] = (0, 0, 0)
+    im = Image.fromarray(arr).quantize(200)
+    t = int(np.asarray(im)[60, 80])  # the black block's index becomes transparent
+    data = gif_bytes([im], transparency=t)
+    reference = img2dataset_matting(np.asarray(Image.open(io.BytesIO(data)).convert("RGBA")))
+    assert (reference[60, 80] == 255).all() and not (reference == 255).all()
+    r = lossless()(data)
+    assert (r.original_width, r.original_height, r.width, r.height, r.mime) == (200, 150, 200, 150, "image/gif")
+    assert np.array_equal(stored_rgb(r), reference)
+
+
+def test_gif_grayscale_and_animated_take_the_first_frame():
+    gray = Image.fromarray(np.tile(np.arange(0, 250, 2, dtype=np.uint8), (60, 1)), "L")
+    data = gif_bytes([gray], transparency=10)
+    reference = img2dataset_matting(np.asarray(Image.open(io.BytesIO(data)).convert("RGBA")))
+    assert np.array_equal(stored_rgb(lossless()(data)), reference)
+    frames = [Image.new("P", (64, 48), i) for i in (5, 80, 160)]
+    for f in frames:
+        f.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    data = gif_bytes(frames, duration=50, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 3
+    first = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(stored_rgb(lossless()(data)), first) and tuple(first[0, 0]) == (5, 250, 2)
+
+
+def test_gif_is_stored_with_the_default_settings():
+    data = gif_bytes([Image.new("P", (300, 200), 7)])
+    r = ImageProcessor()(data)  # download.formats lists gif
+    assert r.reason is None and (r.width, r.height, r.original_width, r.original_height) == (256, 256, 300, 200)
+    assert r.image[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize("color_type,channels", [(0, 1), (4, 2), (2, 3), (6, 4)])
+@pytest.mark.parametrize("mode", ["no", "border"])
+def test_16bit_png_equals_its_8bit_twin(color_type, channels, mode):
+    """v16 = v8 * 257 is the same image: the stored bytes must be identical (before: clipped to 255, white)."""
+    from image_samples import png
+
+    rng = np.random.default_rng(color_type)
+    a8 = rng.integers(0, 256, (90, 120, channels) if channels > 1 else (90, 120), np.uint16)
+    p8, p16 = png(a8, 8, color_type), png(a8 * 257, 16, color_type)
+    process = ImageProcessor(ImageSettings(resize_mode=mode, encode_format="png", reduced_decode=False))
+    r8, r16 = process(p8), process(p16)
+    assert r8.reason is None and r16.reason is None, (r8.message, r16.message)
+    assert r16.image == r8.image
+    assert not (stored_rgb(r16) == 255).all()
+    as_jpeg = ImageProcessor(ImageSettings(resize_mode=mode))  # the default encoding, where 16 bits came out white
+    assert as_jpeg(p16).image == as_jpeg(p8).image
+
+
+def test_16bit_png_rounds_every_value():
+    from image_samples import png
+
+    v = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    expect = np.rint(v / 257).astype(np.uint8)  # v*255/65535, never exactly x.5
+    gray = np.asarray(Image.open(io.BytesIO(lossless()(png(v, 16, 0)).image)))
+    assert np.array_equal(gray, expect)
+    rgba = np.stack([v, v[::-1], v.T, v[:, ::-1]], -1)  # alpha varies too: scaled, then matted as 8-bit
+    expect = img2dataset_matting(np.rint(rgba / 257).astype(np.uint8))
+    assert np.array_equal(stored_rgb(lossless()(png(rgba, 16, 6))), expect)
+
+
+def test_apng_is_decoded_as_its_first_frame():
+    """The acTL chunk is dropped so OpenCV decodes the default image (PIL writes it as frame 1), not composing frames
+    on extra canvases: the result is what OpenCV's own APNG decoding gives, then matted."""
+    import cv2
+
+    frames = [Image.new("RGBA", (120, 80), (200, 30, 60, 128)), Image.new("RGBA", (120, 80), (0, 255, 0, 255))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "PNG", save_all=True, append_images=frames[1:], duration=100)
+    data = buf.getvalue()
+    assert b"acTL" in data
+    composed = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # BGRA, OpenCV's APNG path
+    expect = img2dataset_matting(composed)[..., ::-1]
+    assert np.array_equal(stored_rgb(lossless()(data)), expect)
+    assert tuple(expect[0, 0]) == (227, 142, 157)  # the first frame on white, not the opaque green second

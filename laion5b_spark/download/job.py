@@ -196,7 +196,8 @@ def _settings(cfg: dict) -> tuple[FetchPolicy, ImageSettings, ShardSettings]:
                               resize_only_if_bigger=d["resize_only_if_bigger"], encode_format=d["encode_format"],
                               encode_quality=int(d["encode_quality"]), skip_reencode=d["skip_reencode"],
                               min_bytes=int(d["min_bytes"]), min_image_size=int(d["min_image_size"]),
-                              max_pixels=int(d["max_pixels"]),
+                              max_pixels=int(d["max_pixels"]), max_jpeg_scans=int(d["max_jpeg_scans"]),
+                              max_exif_bytes=int(d["max_exif_bytes"]),
                               max_aspect_ratio=float(d["max_aspect_ratio"]) or float("inf"),
                               formats=tuple(d["formats"]), reduced_decode=d["reduced_decode"],
                               extract_exif=d["exif"])
