@@ -11,13 +11,17 @@ from laion5b_spark.extract.pairs import PairBuilder
 from laion5b_spark.extract.text import clean_caption
 from laion5b_spark.urls import BadUrl, resolve_link
 
-_alt = st.one_of(st.none(), st.lists(st.sampled_from(list("ab cé&;\t\n\x00\x7f\xa0字") + ["&amp;", "Ã©"]),
+_alt = st.one_of(st.none(), st.lists(st.sampled_from(list("ab cé&;\t\n\r\x00\x01\x7f\x85\xa0字") +
+                                                    ["&amp;", "Ã©", "&param=", "&#0;", "Ã\x97", "&Atilde;"]),
                                      max_size=14).map("".join))
 _src = st.one_of(
     st.sampled_from(["http://a.example/x.jpg", "https://b.example/y.svg?x=1", "http://a.example/x.jpg#f",
                      "/rel/p.png", "img.gif", "//cdn.example/z.webp", "data:image/png;base64,AA", "javascript:x",
-                     "", " http://a.example/sp ace.jpg", "HTTP://A.example/u.JPG", "http://a.example/" + "l" * 30]),
-    st.text(alphabet="abc/:.#? ", max_size=12))
+                     "", " http://a.example/sp ace.jpg", "HTTP://A.example/u.JPG", "http://a.example/" + "l" * 30,
+                     "http://a.example/x\x01.jpg", "http://a.example/x\x7f.jpg", "http://a.example/\x85.jpg",
+                     "http://a.example/q.jpg?a='1'", 'http://a.example/"x".jpg', "http://a.example/{x}.jpg",
+                     "/rel\x00.png", "\x01http://a.example/lead.jpg"]),
+    st.text(alphabet="abc/:.#? \x00\x01\x0c\x7f\x9f\"'<>`{}", max_size=12))
 _img = st.builds(lambda s, a, raw: Image(s, a, None, None, raw), _src, _alt, st.booleans())
 _page = st.builds(lambda imgs, base: Page("http://p.example/d/page.html", base, None, imgs),
                   st.lists(_img, max_size=8), st.sampled_from([None, "/b/", "http://other.example/"]))
@@ -73,3 +77,5 @@ def test_vector_filters_equal_scalar_rules(pages):
     assert list(zip(t["page_url"].to_pylist(), t["url"].to_pylist(), t["text"].to_pylist())) == rows
     assert dict(ledger.dropped) == drops
     assert ledger.balanced()
+    for url in t["url"].to_pylist():  # serialized as WHATWG does: no control, DEL or space left (issue 16)
+        assert not any(ord(ch) <= 0x20 or 0x7F <= ord(ch) <= 0x9F for ch in url), repr(url)

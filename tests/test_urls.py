@@ -92,3 +92,67 @@ def test_uid_stable_and_normalized():
     assert pair_uid("http://e.com/ab", "c") != pair_uid("http://e.com/a", "bc")
     assert -(2 ** 63) <= a < 2 ** 63
     assert pair_uid("http://e.com/x", "t") == pair_uid("http://e.com/x", "t")  # deterministic across calls
+
+
+# -- issue 16, class 6: output URLs serialized as the WHATWG URL standard does --------------------------------
+
+_CONTROL_OR_SPACE = set(map(chr, range(0x21))) | set(map(chr, range(0x7F, 0xA0)))
+
+
+@pytest.mark.parametrize("src,expected", [
+    ("http://a.example/x\x01y.jpg", "http://a.example/x%01y.jpg"),
+    ("http://a.example/x\x7f.jpg", "http://a.example/x%7F.jpg"),
+    ("http://a.example/x\x00.jpg?q=\x00z", "http://a.example/x%00.jpg?q=%00z"),
+    ("\x01\x1f http://a.example/x.jpg \x00", "http://a.example/x.jpg"),  # C0 controls and spaces stripped at the ends
+    ("http://a.example/a b\x0c.jpg", "http://a.example/a%20b%0C.jpg"),
+    ("http://a.example/x\x85\x9f.jpg", "http://a.example/x%C2%85%C2%9F.jpg"),  # C1 controls as UTF-8
+    ("/p/\x02.jpg", "http://site.example.org/p/%02.jpg"),
+    ('http://a.example/"q"<x>`{}.jpg?a="1"&b=\'2\'<>',
+     "http://a.example/%22q%22%3Cx%3E%60%7B%7D.jpg?a=%221%22&b=%272%27%3C%3E"),
+    ("http://a.example/it's.jpg?x={y}", "http://a.example/it's.jpg?x={y}"),  # ' in a path, {} in a query: kept
+    ("http://a.example/é.jpg?q=ü", "http://a.example/é.jpg?q=ü"),  # other non-ASCII text is kept (IRI, as LAION)
+    ("http://a.example/%20ok%7F.jpg", "http://a.example/%20ok%7F.jpg"),  # existing escapes are left alone
+])
+def test_resolve_link_percent_encodes_like_whatwg(src, expected):
+    assert resolve_link(src, PAGE) == expected
+
+
+@pytest.mark.parametrize("src", ["http://a b.example/x.jpg", "http://a\x01b.example/x.jpg", "http://a\x7f.example/",
+                                 "http://a<b.example/x.jpg", "http://a\x85.example/x.jpg"])
+def test_resolve_link_rejects_forbidden_host_characters(src):
+    with pytest.raises(BadUrl) as e:
+        resolve_link(src, PAGE)
+    assert e.value.reason == "invalid_url"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(max_size=30), st.text(max_size=20).map(lambda s: "http://h.example/" + s),
+                 st.text(max_size=20).map(lambda s: "/" + s)),
+       st.sampled_from([PAGE, "http://h.com/a b/c\x01d/", "https://x.org/"]))
+def test_no_output_url_holds_controls_or_spaces(src, base):
+    try:
+        out = resolve_link(src, base)
+    except BadUrl:
+        return
+    assert not _CONTROL_OR_SPACE & set(out), repr(out)
+    assert resolve_link(out, base) == out  # a serialized URL serializes to itself
+
+
+_rel = st.lists(st.sampled_from(["/", "//", ".", "..", "a", "b.jpg", "?", "?q=1", "#", "#f", ";p", "%2e", "\\",
+                                 "h.example", ":", "@"]), max_size=7).map("".join)
+_base = st.builds(lambda scheme, host, path: f"{scheme}://{host}{path}", st.sampled_from(["http", "https", "HTTP"]),
+                  st.sampled_from(["h.example", "H.example", "h.example:8080", "u@h.example"]), _rel)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_base, _rel)
+def test_join_shortcuts_equal_urljoin(base, src):
+    from urllib.parse import urljoin
+
+    try:
+        expected = urljoin(base, src)
+    except ValueError:
+        with pytest.raises(ValueError):
+            urls.join(base, src)
+        return
+    assert urls.join(base, src) == expected

@@ -1,13 +1,13 @@
-"""WAT link extraction (all three routes agree) and WARC HTML decoding."""
+"""WAT link extraction (any JSON layout, both attribute styles) and WARC HTML decoding.
+tests/test_wat_routes.py has the property tests of the WAT reader."""
 
 import orjson
 import pytest
 
 from conftest import shared_sample
-from laion5b_spark.extract import wat
 from laion5b_spark.extract.archive import RawRecord
 from laion5b_spark.extract.html import codec_for, decode_body, page_from_html
-from laion5b_spark.extract.wat import InvalidWat, page_from_wat
+from laion5b_spark.extract.wat import InvalidWat, WatStyle, page_from_wat
 
 
 def wat_record(links, head=None, url="http://p.example/a.html", raw=None):
@@ -15,10 +15,6 @@ def wat_record(links, head=None, url="http://p.example/a.html", raw=None):
         "HTTP-Response-Metadata": {"HTML-Metadata": {"Head": head or {}, "Links": links}}}}}
     data = raw if raw is not None else orjson.dumps(doc)
     return RawRecord(0, "metadata", url, "application/json", data, 0, len(data))
-
-
-def slow(rec):
-    return wat._slow(rec)
 
 
 def as_tuples(page):
@@ -35,27 +31,23 @@ LINKS = [
 ]
 
 
-def test_cc_order_route_equals_full_parse():
+def test_links_base_and_license():
     rec = wat_record(LINKS, head={"Base": "http://b.example/", "Title": "t"})
     page = page_from_wat(rec)
-    assert as_tuples(page) == as_tuples(slow(rec))
     assert page.base == "http://b.example/" and page.license.startswith("https://creativecommons.org/")
-    assert [i.alt for i in page.images] == ["A cat", None, 'quote " and \\ backslash é']
+    assert [(i.src, i.alt) for i in page.images] == [("a.jpg", "A cat"), ("b.jpg", None),
+                                                     ("c.jpg", 'quote " and \\ backslash é')]
 
 
-def test_any_key_order_falls_back_and_agrees():
+def test_any_key_order_gives_the_same_page():
     links = [dict(reversed(list(link.items()))) for link in LINKS]
-    rec = wat_record(links)
-    assert wat._cc_order_images(rec.data, 0, len(rec.data), 3) is None  # route 1 declines
-    assert as_tuples(page_from_wat(rec)) == as_tuples(slow(rec))
+    assert as_tuples(page_from_wat(wat_record(links))) == as_tuples(page_from_wat(wat_record(LINKS)))
 
 
-def test_brace_inside_alt_falls_back_and_agrees():
+def test_brace_inside_alt():
     links = [{"path": "IMG@/src", "url": "a.jpg", "alt": "a } b { c"}, {"alt": "x}", "path": "IMG@/src", "url": "b"}]
-    rec = wat_record(links)
-    page = page_from_wat(rec)
+    page = page_from_wat(wat_record(links))
     assert [i.alt for i in page.images] == ["a } b { c", "x}"]
-    assert as_tuples(page) == as_tuples(slow(rec))
 
 
 def test_spaced_json_uses_the_full_parser():
@@ -136,20 +128,26 @@ def test_real_cc_page_decoding():
             assert text.count("\ufffd") == 0
 
 
-def test_wat_attribute_text_is_undecoded_html():
-    # the same page as WARC gives src "...?w=1&h=2"; its WAT keeps "&amp;": both must give one URL
+def test_wat_attribute_text_as_its_producer_left_it():
+    # an old-style WAT (before June 2019) keeps "&amp;": decoded here, as the WARC route's parser does
     links = [{"path": "IMG@/src", "url": "http://i.example/a.jpg?w=1&amp;h=2", "alt": "A &amp; B"},
              {"path": "A@/href", "url": "https://cc.org/by?x=1&amp;y=2", "rel": "license"}]
     rec = wat_record(links, head={"Base": "http://b.example/?a=1&amp;b=2"})
-    for page in (page_from_wat(rec), slow(rec)):
-        assert page.images[0].src == "http://i.example/a.jpg?w=1&h=2"
-        assert page.license == "https://cc.org/by?x=1&y=2" and page.base == "http://b.example/?a=1&b=2"
+    page = page_from_wat(rec, WatStyle(attributes_decoded=False))
+    assert page.images[0].src == "http://i.example/a.jpg?w=1&h=2"
+    assert page.images[0].alt == "A &amp; B" and page.images[0].alt_is_raw_html  # decoded at caption cleanup
+    assert page.license == "https://cc.org/by?x=1&y=2" and page.base == "http://b.example/?a=1&b=2"
+    # today's WATs are decoded already: "&amp;" there was "&amp;amp;" in the page, and stays
+    page = page_from_wat(rec)
+    assert page.images[0].src == "http://i.example/a.jpg?w=1&amp;h=2" and not page.images[0].alt_is_raw_html
+    assert page.license == "https://cc.org/by?x=1&amp;y=2" and page.base == "http://b.example/?a=1&amp;b=2"
 
 
 def test_odd_json_types_do_not_raise():
     links = [{"path": "IMG@/src", "url": ["not", "a", "string"], "alt": "x"},
              {"path": "IMG@/src", "url": "ok.jpg", "alt": 5, "width": 300},
              {"path": "A@/href", "rel": "license", "url": ["x"]}]
-    for page in (page_from_wat(wat_record(links)), slow(wat_record(links))):
-        assert [(i.src, i.alt, i.width) for i in page.images] == [("ok.jpg", None, "300")]
-        assert page.license is None
+    page = page_from_wat(wat_record(links))
+    # an img link without a usable url is still an img tag: counted, then dropped as invalid_url
+    assert [(i.src, i.alt, i.width) for i in page.images] == [("", "x", None), ("ok.jpg", None, "300")]
+    assert page.license is None

@@ -14,6 +14,20 @@ the framer reads the decompressed stream as one. Uncompressed files go through t
 chunks. Only WARC header blocks are parsed here; payloads are handed on as bytes. Legacy ARC files are
 reported as unsupported. (FastWARC frames ~1.5x faster, but stops quietly on truncated gzip and gives up
 the rest of a file at the first corrupt member; bench/extract reports both floors.)
+
+A record's Content-Length is checked, not trusted, so that one bad header or one damaged member costs only
+its own record:
+
+* a gzip member whose data starts a WARC record is a known record start: a pending record never extends past
+  its member when the next member starts a record (a too-large Content-Length ends with its member);
+* a record must be followed by another header (or by the end of the data): when it is not, a header inside its
+  declared block (at a line start, parsing as a whole header block) ends it there - plain and whole-file gzip;
+* a member that zlib keeps inflating past where its data stops looking like WARC (damaged data need not raise:
+  it can inflate, without a CRC check, to the end of the file) is cut at the next member that starts a record;
+* junk before a header, or before the first record of a file, is skipped to the next header that parses.
+
+Each such repair is one ``corrupt_record`` / ``corrupt_gzip`` event; a record repaired from its member or the next
+header is still yielded. Scans are linear (a quarter GiB of CR/LF padding takes a fraction of a second).
 """
 
 from __future__ import annotations
@@ -28,6 +42,9 @@ from zlib_ng import zlib_ng as zlib
 GZIP_MAGIC = b"\x1f\x8b\x08"
 READ_SIZE = 1 << 20
 MAX_HEADER = 256 * 1024
+SNIFF_BYTES = 1 << 20  # how far into a file that does not start with a record we look for its first record
+_VERSION_LINES = (b"WARC/1.0\r\n", b"WARC/1.1\r\n")  # what a header found by searching must start with
+
 
 
 @dataclass(slots=True)
@@ -59,15 +76,28 @@ class FileEvent:
 
 def iter_records(f: BinaryIO, max_record_bytes: int) -> Iterator[RawRecord | FileEvent]:
     head = _peek(f, 16)
-    if head[:3] == GZIP_MAGIC:
-        yield from _frame(_gzip_members(f, max_record_bytes), max_record_bytes, plain=False)
-    elif head.startswith(b"WARC/"):
-        yield from _frame(_plain_chunks(f), max_record_bytes, plain=True)
-    elif not head:
+    if not head:
         return
-    else:
-        kind = "legacy ARC" if head.startswith(b"filedesc://") else "not a WARC/WAT"
-        yield FileEvent("unsupported_format", 0, f"{kind} file (starts with {head[:16]!r})", head)
+    if head.startswith(b"filedesc://"):
+        yield FileEvent("unsupported_format", 0, f"legacy ARC file (starts with {head!r})", head)
+    elif head[:3] == GZIP_MAGIC and _inflates_to_record(_peek(f, _TRIAL), 0):
+        yield from _frame(_gzip_members(f, max_record_bytes), max_record_bytes, plain=False)
+    elif head[:10] in _VERSION_LINES or head.startswith(b"WARC/0."):  # (0.17, 0.18: pre-ISO WARC)
+        yield from _frame(_plain_chunks(f), max_record_bytes, plain=True)
+    else:  # junk before the first record (a damaged start), or not a WARC at all
+        window = _read_up_to(f, SNIFF_BYTES)  # (peek gives only what a reader buffers: 4 KB for some)
+        f = _Prefixed(window, f)
+        start, gz = _first_record(window)
+        if start < 0 and head[:3] == GZIP_MAGIC:  # gzip, but not of a WARC record: the member layer says what
+            yield from _frame(_gzip_members(f, max_record_bytes), max_record_bytes, plain=False)
+        elif start < 0:
+            yield FileEvent("unsupported_format", 0, f"not a WARC/WAT file (starts with {head!r}, no record in "
+                                                     f"its first {len(window)} bytes)", head)
+        elif gz:
+            yield FileEvent("corrupt_record", 0, f"{start} bytes before the first gzip member skipped", window[:200])
+            yield from _frame(_gzip_members(f, max_record_bytes, start), max_record_bytes, plain=False)
+        else:  # the framer skips the junk as one corrupt_record
+            yield from _frame(_plain_chunks(f), max_record_bytes, plain=True)
 
 
 def _peek(f: BinaryIO, n: int) -> bytes:
@@ -76,6 +106,55 @@ def _peek(f: BinaryIO, n: int) -> bytes:
     data = f.read(n)
     f.seek(-len(data), 1)
     return data
+
+
+def _read_up_to(f: BinaryIO, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n and (data := f.read(n - got)):
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class _Prefixed:
+    """A reader that gives ``prefix`` (bytes already read from ``f``) before the rest of ``f``."""
+
+    def __init__(self, prefix: bytes, f: BinaryIO):
+        self.prefix, self.f = prefix, f
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.prefix:
+            return self.f.read(n)
+        data, self.prefix = (self.prefix, b"") if n < 0 or n >= len(self.prefix) else \
+            (self.prefix[:n], self.prefix[n:])
+        return data
+
+
+_TRIAL = 65536  # compressed bytes a trial inflate may read: a gzip header may carry a long name or extra field
+
+
+def _inflates_to_record(buf: bytes, q: int) -> bool:
+    """Whether the gzip member at buf[q] starts a WARC record (not magic bytes that happen to be in the data)."""
+    d = zlib.decompressobj(31)
+    try:
+        out = d.decompress(memoryview(buf)[q:q + _TRIAL], 16)
+    except zlib.error:
+        return False
+    return out.startswith(b"WARC/1.")
+
+
+def _first_record(window: bytes) -> tuple[int, bool]:
+    """(offset, gzip?) of the first record start in window: a member starting a record, or a plain header."""
+    k, member = 0, -1
+    while (g := window.find(GZIP_MAGIC, k)) >= 0:
+        if _inflates_to_record(window, g):
+            member = g
+            break
+        k = g + 1
+    kind, h = _next_header(window, 0, len(window), len(window), final=True)
+    if member >= 0 and (kind != "found" or member < h):
+        return member, True
+    return (h, False) if kind == "found" else (-1, False)
 
 
 class _Input:
@@ -112,16 +191,38 @@ class _Input:
                 return -1
             self.fill(self.start + len(self.buf) + READ_SIZE)
 
+    def find_record_member(self, offset: int, before: int = -1) -> int:
+        """File offset of the next gzip member that starts a WARC record, at or after ``offset`` (and before
+        ``before``, a position inside what is buffered, when given); -1 if none."""
+        k = max(offset, self.start)
+        while True:
+            if before < 0:
+                q = self.find_magic(k)
+            else:
+                i = self.buf.find(GZIP_MAGIC, k - self.start, before - self.start + len(GZIP_MAGIC) - 1)
+                q = self.start + i if i >= 0 else -1
+            if q < 0 or 0 <= before <= q:
+                return -1
+            self.fill(q + _TRIAL)
+            if _inflates_to_record(self.buf, q - self.start):
+                return q
+            k = q + 1
 
-# What the member layer hands the framer: ("data", member offset, bytes); ("more", ...) for the next piece of a
-# member too large to hold whole; ("gap", offset, FileEvent) after a corrupt member; ("cut", offset, bytes) for
-# the readable start of a member the file ends in.
+
+# What the member layer hands the framer: ("data", member offset, bytes) for a whole member; ("part", ...),
+# ("more", ...), ("end", ...) for the first, next and last pieces of a member too large to hold whole; ("gap",
+# offset, FileEvent) after a corrupt member; ("cut", offset, bytes) for the readable start of a member the file
+# ends in.
 _Chunk = tuple[str, int, object]
 
+# What an unfinished member's data looks like so far (checked only while a member has not ended: most end in
+# the first inflate step and are never checked)
+_HEAD, _EXPECT, _FINE, _SUSPECT = range(4)
 
-def _gzip_members(f: BinaryIO, max_member_bytes: int) -> Iterator[_Chunk]:
+
+def _gzip_members(f: BinaryIO, max_member_bytes: int, start: int = 0) -> Iterator[_Chunk]:
     src = _Input(f)
-    pos = 0
+    pos = start
     avg = 4096  # adaptive feed size: ~2x a member, so zlib's copy of unused input stays small
     while True:
         src.fill(pos + 1)
@@ -130,9 +231,13 @@ def _gzip_members(f: BinaryIO, max_member_bytes: int) -> Iterator[_Chunk]:
         d = zlib.decompressobj(31)
         piece = False  # True once part of this member was handed on
         parts: list[bytes] = []
-        out_len = 0
+        out_len = 0  # bytes in parts
+        handed = 0  # bytes of this member handed on before parts
         p = pos
         error = None
+        state, expect = _HEAD, 0
+        scanned = pos + 1  # compressed bytes of this member before here were searched for a record's member
+        resync = -1
         while not d.eof:
             step = max(4096, 2 * avg)
             src.fill(p + step)
@@ -147,32 +252,89 @@ def _gzip_members(f: BinaryIO, max_member_bytes: int) -> Iterator[_Chunk]:
             p += len(chunk) - len(d.unconsumed_tail)
             parts.append(out)
             out_len += len(out)
+            if d.eof:
+                break
+            if state != _FINE:  # a member that stops looking like WARC may be damaged data zlib inflates on
+                if state != _SUSPECT:
+                    state, expect = _member_state(parts, handed, out_len, state, expect)
+                if state == _SUSPECT:
+                    resync = src.find_record_member(scanned, p)
+                    if resync >= 0:
+                        break
+                    scanned = max(scanned, p - len(GZIP_MAGIC) + 1)
             if d.unconsumed_tail:  # a huge member (a whole file in one): hand it on in pieces
-                yield ("more" if piece else "data"), pos, b"".join(parts)
+                yield ("more" if piece else "part"), pos, b"".join(parts)
+                handed += out_len
                 parts, out_len, piece = [], 0, True
-                src.drop_before(p)  # keep the compressed buffer bounded inside a long member too
-        if pos == 0 and parts and parts[0].startswith(b"filedesc://"):
-            yield "gap", 0, FileEvent("unsupported_format", 0, "legacy ARC file (gzip)", parts[0][:64])
+                src.drop_before(min(p, scanned))  # keep the compressed buffer bounded inside a long member too
+        if pos == start and parts and parts[0].startswith(b"filedesc://"):
+            yield "gap", pos, FileEvent("unsupported_format", pos, "legacy ARC file (gzip)", parts[0][:64])
             return
         if d.eof:
             end = p - len(d.unused_data)
             avg = (avg * 7 + (end - pos)) // 8
-            yield ("more" if piece else "data"), pos, b"".join(parts)
+            yield ("end" if piece else "data"), pos, b"".join(parts)
             src.drop_before(end)
             pos = end
             continue
-        if error is None:  # input ended before the member did
-            yield "cut", pos, b"".join(parts)
-            return
+        if resync >= 0:
+            error = "its data stops looking like WARC and it runs on past the start of the next record's member"
+        elif error is None:  # input ended before the member did: a truncated file, or a damaged member
+            resync = src.find_record_member(max(scanned, pos + 1))
+            if resync < 0:
+                yield "cut", pos, b"".join(parts)
+                return
+            error = "it inflates without an error past the start of the next record's member, to the end of the file"
+        else:
+            resync = src.find_record_member(pos + 1)
         src.fill(pos + 64)
         excerpt = bytes(src.buf[max(0, pos - src.start): pos - src.start + 64])
-        nxt = src.find_magic(max(pos + 1, src.start))
-        msg = f"{error}; resynced at offset {nxt}" if nxt >= 0 else f"{error}; nothing readable after it"
+        msg = f"{error}; resynced at offset {resync}" if resync >= 0 else f"{error}; nothing readable after it"
         yield "gap", pos, FileEvent("corrupt_gzip", pos, msg, excerpt)
-        if nxt < 0:
+        if resync < 0:
             return
-        src.drop_before(nxt)
-        pos = nxt
+        src.drop_before(resync)
+        pos = resync
+
+
+def _member_state(parts: list[bytes], handed: int, out_len: int, state: int, expect: int) -> tuple[int, int]:
+    """(state, where its first record's block ends) of a member that has not ended yet: _FINE once its first
+    record is followed by another header (a member of several records), _SUSPECT when its data does not start
+    with a header or its first record is followed by something else (a damaged member, or one record spanning
+    several members: either way, a member starting a record inside it is where to go on)."""
+    if state == _HEAD:
+        if handed:  # a huge first piece with its header undecided: leave it to the framer
+            return _FINE, 0
+        head = parts[0] if len(parts) == 1 else b"".join(parts)
+        if not head.startswith(b"WARC/"):
+            return _SUSPECT, 0
+        rec = _parse_header(head, 0, 0)
+        if rec is None:
+            return (_HEAD if len(head) < MAX_HEADER else _SUSPECT), 0
+        if isinstance(rec, FileEvent):
+            return _SUSPECT, 0
+        state, expect = _EXPECT, rec.payload_end
+    if handed + out_len < expect + 64:
+        return state, expect
+    if expect < handed:
+        return _FINE, 0
+    after = _slice(parts, expect - handed, 64).lstrip(b"\r\n")
+    return (_FINE if not after or after.startswith(b"WARC/") else _SUSPECT), expect
+
+
+def _slice(parts: list[bytes], at: int, n: int) -> bytes:
+    """Bytes [at, at + n) of the concatenation of parts."""
+    out = []
+    for part in parts:
+        if at >= len(part):
+            at -= len(part)
+            continue
+        out.append(part[at:at + n])
+        n -= len(out[-1])
+        at = 0
+        if n <= 0:
+            break
+    return b"".join(out)
 
 
 def _plain_chunks(f: BinaryIO) -> Iterator[_Chunk]:
@@ -185,6 +347,26 @@ def _plain_chunks(f: BinaryIO) -> Iterator[_Chunk]:
         pos += len(data)
 
 
+def _skip_crlf(buf: bytes, i: int, n: int) -> int:
+    """Index of the first byte at or after i that is not CR or LF (n if none)."""
+    stop = min(n, i + 16)
+    while i < stop and buf[i] in b"\r\n":  # the usual case: the CRLF CRLF between two records
+        i += 1
+    if i < stop:
+        return i
+    while i < n:  # a long run of padding: strip it a window at a time at C speed, not a byte at a time
+        window = buf[i:i + 65536]
+        k = len(window) - len(window.lstrip(b"\r\n"))
+        i += k
+        if k < len(window):
+            break
+    return min(i, n)
+
+
+def _starts_record(data: bytes) -> bool:
+    return data[:10] in _VERSION_LINES and isinstance(_parse_header(data, 0, 0), RawRecord)
+
+
 def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iterator[RawRecord | FileEvent]:
     """Records from the decompressed stream; a record's offset is its member's (gzip) or its own (plain)."""
     buf = b""
@@ -194,32 +376,157 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
     pending_len = 0
     want = 0  # buf length the record at buf[0] needs
     skip = 0  # bytes still to drop of a record too large to keep
-    garbage = None  # [offset, length, excerpt] of bytes skipped while looking for the next header
+    garbage = None  # [offset, length, excerpt, counted] of bytes skipped while looking for the next header
     cut = False
+    member_end = False  # buf ends where a gzip member ends
 
     def offset_of(i: int) -> int:
         k = bisect.bisect_right(marks, i) - 1
         return offs[k] + (i - marks[k] if plain else 0)
 
+    def cut_record(rec: RawRecord, i: int, end: int, why: str):
+        """The record at buf[i] ends at buf[end] (CRLF CRLF before it trimmed), not where its header says."""
+        stop = end
+        while stop > max(rec.payload_start, end - 4) and buf[stop - 1] in b"\r\n":
+            stop -= 1
+        yield RawRecord(rec.offset, rec.warc_type, rec.target_uri, rec.content_type, buf[i:stop],
+                        rec.payload_start - i, stop - i)
+        yield FileEvent("corrupt_record", rec.offset, f"Content-Length {rec.payload_end - rec.payload_start} "
+                                                      f"{why}: the record ends there ({stop - rec.payload_start} "
+                                                      f"bytes, kept)", buf[i:i + 200])
+
+    def scan(final: bool):
+        """Yield what buf holds; returns where framing stopped (the rest waits for more data, or is the tail)."""
+        nonlocal want, skip, garbage
+        n = len(buf)
+        i = 0
+        while True:
+            i = _skip_crlf(buf, i, n)
+            if i >= n:
+                return i
+            if not buf.startswith(b"WARC/", i):
+                if not final and n - i < 5 and b"WARC/".startswith(buf[i:]):
+                    return i  # a header may be starting at the very end: wait for more
+                kind, stop = _next_header(buf, i, n, n, final)
+                if stop > i:
+                    if garbage is None:  # one event per unreadable stretch, however many chunks it spans
+                        garbage = [offset_of(i), 0, buf[i:i + 200], True]
+                    garbage[1] += stop - i
+                i = stop
+                if kind != "found":
+                    return i
+                continue
+            if garbage:
+                if garbage[3]:
+                    yield _garbage_event(garbage)
+                garbage = None
+            rec = _parse_header(buf, i, offset_of(i))
+            if rec is None:
+                if final or n - i <= MAX_HEADER:
+                    return i  # header not complete yet (or the file ends in it: the tail reports it)
+                rec = FileEvent("corrupt_record", offset_of(i), "WARC header block too long", buf[i:i + 200])
+            if isinstance(rec, FileEvent):
+                yield rec
+                garbage = [rec.offset, 0, b"", False]  # what follows up to the next header is part of this event
+                i += 1
+                continue
+            start, end = rec.payload_start, rec.payload_end
+            length = end - start
+            if end > n or length > max_record_bytes:
+                need = min(end, start + max_record_bytes + 1)  # the whole record, or proof that it is too large
+                if need > n and not final:
+                    want = need - i  # the rest of the record is in later chunks
+                    return i
+                # its declared end is out of reach (the data ends, or it is over the limit): a header inside it
+                # means the Content-Length is wrong
+                kind, h = _next_header(buf, start, min(end, n), n, final)
+                if kind == "wait":
+                    want = n - i + 1
+                    return i
+                if kind == "found":
+                    yield from cut_record(rec, i, h, "runs into the next record")
+                    i = h
+                    continue
+                if length > max_record_bytes:
+                    yield FileEvent("corrupt_record", rec.offset, f"record of {length} bytes exceeds "
+                                                                  f"max_record_bytes={max_record_bytes}")
+                    if end <= n:
+                        i = end
+                        continue
+                    skip = end - n
+                    return n
+                return i  # the data ends inside this record: the tail keeps what it holds
+            j = _skip_crlf(buf, end, n)
+            if j == end + 4 and (j >= n or buf.startswith(b"WARC/", j)) and buf.startswith(b"\r\n\r\n", end):
+                pass  # the usual case: CRLF CRLF, then the next header or the end of the data
+            elif plain and j >= n and not final:
+                want = n - i + 1  # see what follows it before trusting its Content-Length
+                return i
+            elif j < n and n - j < 5 and not final and b"WARC/".startswith(buf[j:]):
+                want = n - i + 5  # a header may be starting at the very end
+                return i
+            else:
+                # Not CRLF CRLF then a header: a header inside its block means the Content-Length is too large
+                # (writers leave stray newlines after blocks: without a header inside, those are kept as they are)
+                kind, h = _next_header(buf, start, end, n, final)
+                if kind == "wait":
+                    want = n - i + 1
+                    return i
+                if kind == "found":
+                    yield from cut_record(rec, i, h, "runs into the next record")
+                    i = h
+                    continue
+                ends = buf.startswith(b"WARC/", j) if j < n else member_end  # a record starts at j, or none
+                if j - end < 4 and ends and j - 4 >= start and buf.startswith(b"\r\n\r\n", j - 4):
+                    # the block ran into the CRLF CRLF that ends every record: its Content-Length is a few bytes long
+                    yield from cut_record(rec, i, j, "runs into the CRLF CRLF after the block")
+                    i = j
+                    continue
+            if i == 0 and end + 4 >= n:
+                yield rec  # the usual case: one record per member, no copy
+            else:
+                yield RawRecord(rec.offset, rec.warc_type, rec.target_uri, rec.content_type,
+                                buf[i:end], start - i, end - i)
+            i = j
+
     for kind, off, data in chunks:
         if kind == "gap":
             if garbage:
-                yield _garbage_event(garbage)
+                if garbage[3]:
+                    yield _garbage_event(garbage)
                 garbage = None
             if buf.strip(b"\r\n") or pending:
                 yield FileEvent("corrupt_record", offset_of(0), "record cut short by a corrupt gzip member", buf[:200])
             buf, marks, offs, pending, pending_len, want, skip = b"", [], [], [], 0, 0, 0
             yield data
             continue
+        if kind == "data" and not plain and not buf and not want and not skip and garbage is None:
+            # the usual case, Common Crawl's layout: a whole member holding one record, then CRLF CRLF
+            rec = _parse_header(data, 0, off) if data.startswith(b"WARC/") else None
+            if type(rec) is RawRecord and rec.payload_end + 4 == len(data) and data.endswith(b"\r\n\r\n") \
+                    and rec.payload_end - rec.payload_start <= max_record_bytes:
+                cut, member_end = False, True
+                yield rec
+                continue
         cut = kind == "cut"
+        member_end = not plain and kind in ("data", "end")
+        if not plain and kind in ("data", "part") and (want or skip) and _starts_record(data):
+            # a member that starts a record ends whatever came before it
+            if want:
+                if pending:
+                    buf = b"".join([buf, *pending])
+                    pending, pending_len = [], 0
+                rec = _parse_header(buf, 0, offset_of(0))
+                if isinstance(rec, RawRecord) and rec.payload_end > len(buf):
+                    yield from cut_record(rec, 0, len(buf), "runs past its gzip member")
+                    buf, marks, offs = b"", [], []
+                want = 0
+            skip = 0
         if skip:
-            if not plain and kind != "more" and data.startswith(b"WARC/"):
-                skip = 0  # a new member starts a new record: the oversized one was shorter than it said
-            else:
-                n = min(skip, len(data))
-                skip -= n
-                data = data[n:]
-                off += n if plain else 0
+            n = min(skip, len(data))
+            skip -= n
+            data = data[n:]
+            off += n if plain else 0
         if want and len(buf) + pending_len + len(data) < want and not cut:
             marks.append(len(buf) + pending_len)
             offs.append(off)
@@ -234,58 +541,7 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
         else:
             buf = buf + data if buf else data
         want = 0
-        i = 0
-        n = len(buf)
-        while True:
-            while i < n and buf[i] in b"\r\n":
-                i += 1
-            if i >= n:
-                break
-            if not buf.startswith(b"WARC/", i):
-                if n - i < 5 and b"WARC/".startswith(buf[i:]):
-                    break  # a header may be starting at the very end: wait for more
-                j = buf.find(b"\nWARC/1.", i)
-                stop = j + 1 if j >= 0 else max(i, n - 8)  # keep a tail: the next header may straddle chunks
-                if stop > i:
-                    if garbage is None:  # one event per unreadable stretch, however many chunks it spans
-                        garbage = [offset_of(i), 0, buf[i:i + 200]]
-                    garbage[1] += stop - i
-                i = stop
-                if j < 0:
-                    break
-                continue
-            if garbage:
-                yield _garbage_event(garbage)
-                garbage = None
-            rec = _parse_header(buf, i, offset_of(i))
-            if rec is None:
-                if n - i <= MAX_HEADER:
-                    break  # header not complete yet
-                rec = FileEvent("corrupt_record", offset_of(i), "WARC header block too long", buf[i:i + 200])
-            if isinstance(rec, FileEvent):
-                yield rec
-                j = buf.find(b"\nWARC/1.", i + 1)  # resync at the next header, without a second event
-                i = j + 1 if j >= 0 else n
-                continue
-            length = rec.payload_end - rec.payload_start
-            if length > max_record_bytes:
-                yield FileEvent("corrupt_record", rec.offset, f"record of {length} bytes exceeds "
-                                                              f"max_record_bytes={max_record_bytes}")
-                if rec.payload_end <= n:
-                    i = rec.payload_end
-                    continue
-                skip = rec.payload_end - n
-                i = n
-                break
-            if rec.payload_end > n:
-                want = rec.payload_end - i  # the rest of the record is in later chunks
-                break
-            if i == 0 and rec.payload_end + 4 >= n:
-                yield rec  # the usual case: one record per member, no copy
-            else:
-                yield RawRecord(rec.offset, rec.warc_type, rec.target_uri, rec.content_type,
-                                buf[i:rec.payload_end], rec.payload_start - i, rec.payload_end - i)
-            i = rec.payload_end
+        i = yield from scan(final=False)
         if i:
             k = bisect.bisect_right(marks, i) - 1
             offs = [offs[k] + (i - marks[k] if plain else 0)] + offs[k + 1:]
@@ -293,31 +549,75 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
             buf = buf[i:]
     if pending:
         buf = b"".join([buf, *pending])
-    rest = buf.lstrip(b"\r\n")
+    i = yield from scan(final=True)
     if garbage:
-        if rest and not rest.startswith(b"WARC/"):
-            garbage[1] += len(rest)
-            rest = b""
-        yield _garbage_event(garbage)
-    if rest:
-        i = len(buf) - len(rest)
-        rec = _parse_header(buf, i, offset_of(i)) if rest.startswith(b"WARC/") else None
+        if garbage[3]:
+            yield _garbage_event(garbage)
+        garbage = None
+    if i < len(buf):  # the file ends inside a record (its header at buf[i])
+        rec = _parse_header(buf, i, offset_of(i))
+        if isinstance(rec, RawRecord) and member_end:  # its gzip member ended whole: so did the record
+            yield from cut_record(rec, i, len(buf), "runs past its gzip member, the last of the file")
+            return
         if isinstance(rec, RawRecord):  # keep what a cut record holds: a clipped page keeps its first images
             yield RawRecord(rec.offset, rec.warc_type, rec.target_uri, rec.content_type, buf[i:],
                             rec.payload_start - i, len(buf) - i)
-        if rest.startswith(b"WARC/") or cut:
-            yield FileEvent("truncated_file", offset_of(i),
-                            "file ends inside a gzip member (truncated download?)" if cut
-                            else "file ends inside a record", rest[:200])
-        else:
-            yield FileEvent("corrupt_record", offset_of(i), f"{len(rest)} trailing bytes without a WARC header",
-                            rest[:200])
+        yield FileEvent("truncated_file", offset_of(i),
+                        "file ends inside a gzip member (truncated download?)" if cut
+                        else "file ends inside a record", buf[i:i + 200])
     elif cut:
         yield FileEvent("truncated_file", offs[-1] if offs else 0, "file ends inside a gzip member")
 
 
 def _garbage_event(g: list) -> FileEvent:
     return FileEvent("corrupt_record", g[0], f"{g[1]} bytes without a WARC header skipped", g[2])
+
+
+def _next_header(buf: bytes, k: int, stop: int, n: int, final: bool) -> tuple[str, int]:
+    """The next WARC header starting in buf[k:stop] (its block may run on to buf[n]): ("found", i) for a version
+    line and a header block that parses with a valid Content-Length; ("wait", i) for a candidate that needs more
+    data; ("none", i): none, and i is where a header straddling the end of the data could still begin.
+    Linear: a candidate whose block does not parse is skipped whole, and a stretch without a block end is searched
+    once."""
+    searched = -1  # no CRLF CRLF starts in buf[..searched)
+    while True:
+        c = buf.find(b"WARC/1.", k, min(n, stop + 6))
+        if c < 0:
+            return "none", (stop if final or stop < n else max(k, n - 6))
+        if c >= stop:
+            return "none", stop
+        if n - c < 10:
+            if final:
+                return "none", n
+            return "wait", c
+        if buf[c:c + 10] not in _VERSION_LINES:
+            k = c + 1
+            continue
+        lo, hi = max(c + 8, searched), min(n, c + MAX_HEADER)
+        end = buf.find(b"\r\n\r\n", lo, hi) if lo < hi else -1
+        if end < 0:
+            if not final and c + MAX_HEADER > n:
+                return "wait", c
+            searched = max(searched, hi - 3)
+            k = c + 1
+            continue
+        inner = _version_line(buf, c + 8, end)
+        if inner >= 0:  # a header cut short: the next candidate is the one inside it
+            k = inner
+            continue
+        if isinstance(_parse_header(buf, c, 0, end), RawRecord):
+            return "found", c
+        k = end + 4
+
+
+def _version_line(buf: bytes, lo: int, end: int) -> int:
+    """Where a WARC version line starts in buf[lo:end], or -1. None can be inside one header block (a value
+    cannot hold a CRLF), so one there means the header was cut short and the next record's starts there."""
+    while (c := buf.find(b"WARC/1.", lo, end)) >= 0:
+        if buf[c:c + 10] in _VERSION_LINES:
+            return c
+        lo = c + 1
+    return -1
 
 
 def _header_value(h: bytes, hl: bytes, name: bytes) -> bytes | None:
@@ -329,11 +629,15 @@ def _header_value(h: bytes, hl: bytes, name: bytes) -> bytes | None:
     return h[i: j if j >= 0 else len(h)].strip()
 
 
-def _parse_header(buf: bytes, i: int, offset: int) -> RawRecord | FileEvent | None:
+def _parse_header(buf: bytes, i: int, offset: int, end: int = -1) -> RawRecord | FileEvent | None:
     """The record whose header starts at buf[i]; None when the header block is not complete yet."""
-    end = buf.find(b"\r\n\r\n", i, i + MAX_HEADER)
     if end < 0:
-        return None
+        end = buf.find(b"\r\n\r\n", i, i + MAX_HEADER)
+        if end < 0:
+            return None
+    if _version_line(buf, i + 8, end) >= 0:
+        return FileEvent("corrupt_record", offset, "WARC header cut short: the next record's header starts inside "
+                                                   "it", buf[i:end])
     h = buf[i:end + 2]  # each header line ends in CRLF
     hl = h.lower()
     raw_length = _header_value(h, hl, b"\r\ncontent-length:")

@@ -11,7 +11,7 @@ class Image:
     alt: str | None  # None: no alt attribute
     width: str | None = None  # raw attribute values; parsed later
     height: str | None = None
-    alt_is_raw_html: bool = False  # WAT keeps attribute text undecoded (entities still in it)
+    alt_is_raw_html: bool = False  # undecoded attribute text (entities still in it): old-style WATs only
 
 
 @dataclass(slots=True)

@@ -13,13 +13,14 @@ import re
 from collections import Counter
 from urllib.parse import urljoin
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..accounting import Ledger
 from ..keys import pair_uid
 from ..schemas import PAIRS
-from ..urls import BadUrl, resolve_link
+from ..urls import NEEDS_SERIALIZING, BadUrl, resolve_link
 from .language import LanguageDetector
 from .page import Page
 from .text import clean_caption
@@ -27,7 +28,6 @@ from .text import clean_caption
 _DIM = re.compile(r"^\s*(\d{1,6})(?:\.\d+)?\s*(?:px)?\s*$", re.IGNORECASE)
 # the same test as urls._plain_host_end: http(s)://plain-lower-case-host followed by / ? # or the end
 _PLAIN_URL = r"^https?://[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*(?:[/?#]|$)"
-_URL_SPACE = r"[ \t\n\r\f]"  # resolve_link strips or encodes these: such rows take the scalar path
 
 
 def parse_dimension(value: str | None) -> int | None:
@@ -110,14 +110,13 @@ class PairBuilder:
         t, urls, texts = t.filter(keep), urls.filter(keep), texts.filter(keep)
 
         # the first (url, text) of each page wins
-        pages, url_l, text_l = t["page"].to_pylist(), urls.to_pylist(), texts.to_pylist()
-        seen: set = set()
-        first = []
-        for key in zip(pages, url_l, text_l):
-            first.append(key not in seen)
-            seen.add(key)
-        keep = pa.array(first, type=pa.bool_())
-        self._drop("duplicate_in_page", len(first) - sum(first))
+        n = len(texts)
+        firsts = pa.table({"p": t["page"], "u": urls, "x": texts, "i": pa.array(np.arange(n, dtype=np.int64))}) \
+            .group_by(["p", "u", "x"]).aggregate([("i", "min")])["i_min"]
+        first = np.zeros(n, dtype=bool)
+        first[firsts.to_numpy()] = True
+        self._drop("duplicate_in_page", n - len(firsts))
+        keep = pa.array(first)
         t, urls, texts = t.filter(keep), urls.filter(keep), texts.filter(keep)
         url_l, text_l = urls.to_pylist(), texts.to_pylist()
 
@@ -147,45 +146,63 @@ class PairBuilder:
         if n:
             self.ledger.drop(reason, n)
 
-    def _resolve(self, t: pa.Table) -> pa.ChunkedArray:
+    def _resolve(self, t: pa.Table) -> pa.Array | pa.ChunkedArray:
         """Resolved URLs; null where the link was dropped (counted here under its BadUrl reason)."""
         src = t["src"]
         plain = pc.and_(pc.match_substring_regex(src, _PLAIN_URL),
-                        pc.invert(pc.match_substring_regex(src, _URL_SPACE)))
+                        pc.invert(pc.match_substring_regex(src, NEEDS_SERIALIZING)))  # resolve_link's own test
         # plain absolute links resolve to themselves without the fragment (resolve_link's own shortcut)
         fast = pc.replace_substring_regex(src, "#.*$", "")
-        out = fast.to_pylist()
-        mask = plain.to_pylist()
-        if not all(mask):
-            srcs, pages = src.to_pylist(), t["page"].to_pylist()
-            dropped: Counter = Counter()
-            for i, is_plain in enumerate(mask):
-                if is_plain:
-                    continue
-                try:
-                    out[i] = resolve_link(srcs[i], self.bases[pages[i]])
-                except BadUrl as exc:
-                    out[i] = None
-                    dropped[exc.reason] += 1
-            for reason, n in dropped.items():
-                self._drop(reason, n)
-        return pa.chunked_array([pa.array(out, pa.string())])
+        scalar = pc.invert(plain)
+        idx = _indices(scalar)
+        if idx is None:
+            return fast
+        bases = self.bases
+        out = []
+        dropped: Counter = Counter()
+        for s, page in zip(pc.take(src, idx).to_pylist(), pc.take(t["page"], idx).to_pylist()):
+            try:
+                out.append(resolve_link(s, bases[page]))
+            except BadUrl as exc:
+                out.append(None)
+                dropped[exc.reason] += 1
+        for reason, n in dropped.items():
+            self._drop(reason, n)
+        return _replace(fast, scalar, out)
 
-    def _clean(self, t: pa.Table) -> pa.ChunkedArray:
+    def _clean(self, t: pa.Table) -> pa.Array | pa.ChunkedArray:
         """clean_caption on every alt: ASCII text without entities by Arrow kernels, the rest row by row."""
         alt = pc.utf8_slice_codeunits(t["alt"], 0, self.max_alt_chars)
+        # raw attribute text with a reference or NUL needs decode_attribute (NUL becomes U+FFFD, not a space)
         simple = pc.and_(pc.string_is_ascii(alt),
-                         pc.invert(pc.and_(t["raw"], pc.match_substring(alt, "&"))))
-        # ASCII whitespace and control characters, exactly what clean_caption collapses in ASCII text
-        fast = pc.utf8_trim(pc.replace_substring_regex(alt, r"[\x00-\x20\x7f]+", " "), " ")
-        out = fast.to_pylist()
-        mask = simple.to_pylist()
-        if not all(mask):
-            alts, raw = alt.to_pylist(), t["raw"].to_pylist()
-            for i, is_simple in enumerate(mask):
-                if not is_simple:
-                    out[i] = clean_caption(alts[i], raw_html=raw[i], max_chars=self.max_alt_chars)
-        return pa.chunked_array([pa.array(out, pa.string())])
+                         pc.invert(pc.and_(t["raw"], pc.match_substring_regex(alt, "[&\\x00]"))))
+        # ASCII whitespace and control characters, exactly what clean_caption collapses in ASCII text (a run that
+        # is one space already is one: the pattern skips those, most of the matches)
+        fast = pc.utf8_trim(pc.replace_substring_regex(alt, r"[\x00-\x1f\x7f][\x00-\x20\x7f]*| [\x00-\x20\x7f]+", " "),
+                            " ")
+        scalar = pc.invert(simple)
+        idx = _indices(scalar)
+        if idx is None:
+            return fast
+        m = self.max_alt_chars
+        out = [clean_caption(a, raw_html=r, max_chars=m)
+               for a, r in zip(pc.take(alt, idx).to_pylist(), pc.take(t["raw"], idx).to_pylist())]
+        return _replace(fast, scalar, out)
+
+
+def _replace(fast, mask, values: list) -> pa.Array:
+    """``fast`` with the rows where ``mask`` is true replaced, in order, by ``values`` (the scalar results)."""
+    return pc.replace_with_mask(_array(fast), _array(mask), pa.array(values, pa.string()))
+
+
+def _indices(mask) -> pa.Array | None:
+    """Where a null-free mask is true; None when nowhere (pc.indices_nonzero crashes on an empty array)."""
+    idx = np.flatnonzero(_array(mask).to_numpy(zero_copy_only=False))
+    return pa.array(idx) if len(idx) else None
+
+
+def _array(col) -> pa.Array:
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
 def _count(mask) -> int:

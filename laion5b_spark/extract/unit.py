@@ -12,11 +12,11 @@ from fastwarc.warc import WarcRecord
 from ..accounting import ErrorSamples, Ledger
 from ..job import Unit, UnitContext, UnitResult
 from .archive import FileEvent, RawRecord, iter_records
-from .html import decode_body, page_from_html
+from .html import MAX_HTML_BYTES, NOT_ASCII_SAFE, RecordTooComplex, decode_body, page_from_html
 from .inputs import InputMissing, InputUnreachable, open_input
 from .page import Page
 from .pairs import PairBuilder
-from .wat import InvalidWat, page_from_wat
+from .wat import DEFAULT_STYLE, InvalidWat, page_from_wat, wat_style
 
 
 class _DecodeFailure(ValueError):
@@ -50,6 +50,7 @@ def _extract_once(unit: Unit, s, errors: ErrorSamples, progress=None) -> UnitRes
     records, images = Ledger("records"), Ledger("img_tags")
     builder = PairBuilder(s, source_file=unit.key, crawl=unit.get("crawl"), ledger=images)
     info = {"html_pages": 0, "wat_records": 0, "warc_responses": 0}
+    style = DEFAULT_STYLE  # a WAT file's warcinfo record says how its producer wrote attribute text
     t0 = time.time()
     with open_input(unit.source, s.input_storage_options) as f:
         for item in iter_records(f, s.max_record_bytes):
@@ -61,7 +62,9 @@ def _extract_once(unit: Unit, s, errors: ErrorSamples, progress=None) -> UnitRes
                 errors.add(item.reason, item.message, source=unit.key, offset=item.offset, excerpt=item.excerpt)
                 continue
             try:
-                page = _page_of(item, info)
+                if item.warc_type == "warcinfo":
+                    style = wat_style(item)
+                page = _page_of(item, info, style)
                 if page is not None and page.images:
                     builder.add_page(page, item.offset)
             except InvalidWat as exc:
@@ -71,6 +74,11 @@ def _extract_once(unit: Unit, s, errors: ErrorSamples, progress=None) -> UnitRes
             except _DecodeFailure as exc:
                 records.fail("decode_error")
                 errors.add("decode_error", str(exc), source=unit.key, offset=item.offset)
+                continue
+            except RecordTooComplex as exc:  # over the per-record budget: counted, not parsed
+                records.drop("record_too_complex")
+                errors.add("record_too_complex", str(exc), source=unit.key, offset=item.offset,
+                           excerpt=item.payload[:300])
                 continue
             except Exception as exc:  # noqa: BLE001 - one odd record must not cost the file
                 records.fail("parse_error")
@@ -92,10 +100,10 @@ def _extract_once(unit: Unit, s, errors: ErrorSamples, progress=None) -> UnitRes
     return UnitResult(rows, {"records": records, "img_tags": images}, errors, info)
 
 
-def _page_of(rec: RawRecord, info: dict) -> Page | None:
+def _page_of(rec: RawRecord, info: dict, style) -> Page | None:
     if rec.warc_type == "metadata" and "json" in rec.content_type:
         info["wat_records"] += 1
-        return page_from_wat(rec)
+        return page_from_wat(rec, style)
     if rec.warc_type == "response" and rec.content_type.startswith("application/http"):
         info["warc_responses"] += 1
         return _page_from_response(rec)
@@ -116,9 +124,11 @@ def _page_from_response(rec: RawRecord) -> Page | None:
     ctype = (wr.http_content_type or "").lower()
     if "html" not in ctype:
         return None
-    body = wr.reader.read()
+    body = wr.reader.read(MAX_HTML_BYTES + 1)  # (a Content-Encoding may inflate a record ~1000x)
+    if len(body) > MAX_HTML_BYTES:
+        raise RecordTooComplex(f"HTML body over {MAX_HTML_BYTES:,} bytes once its Content-Encoding is undone")
     try:
-        text, _, _ = decode_body(body, wr.http_charset)
+        text, codec, _ = decode_body(body, wr.http_charset)
     except Exception as exc:  # noqa: BLE001
         raise _DecodeFailure(f"{type(exc).__name__}: {exc}") from exc
-    return page_from_html(text, rec.target_uri)
+    return page_from_html(text, rec.target_uri, raw=None if codec in NOT_ASCII_SAFE else body)

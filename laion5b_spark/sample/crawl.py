@@ -4,11 +4,15 @@ Used by ``make demo``, the tests and the benchmarks: no Common Crawl download is
 what real pages carry and extraction must survive: legacy charsets declared in the HTTP header or only in
 ``<meta>``, entities and line breaks in alt text, ``<base href>``, relative and protocol-relative links,
 fragments, ``data:``/``javascript:`` sources, SVGs, over-long URLs, repeated images, missing/short alt text,
-``rel=license`` links, width/height attributes.
+``rel=license`` links, width/height attributes, and attribute text that only the HTML5 attribute rules read right
+(``&param=2``, ``&times=4``, ``&amp;region=``, legacy ``&copy`` without ``;``, numeric references, controls).
 
 The WAT files are built the way Common Crawl builds them - from the WARC, by an independent HTML parser
-(stdlib ``html.parser`` here, not the selectolax path extraction uses), attribute text left undecoded - so
-"WARC and its WAT give the same pairs" is a real check.
+(stdlib ``html.parser`` finds the tags here, not the selectolax path extraction uses) - in either of the two
+styles Common Crawl's WATs have: ``decoded`` (ia-web-commons since June 2019: attribute values with their
+character references decoded, by the HTML5 attribute rules) or ``raw`` (before: attribute text as the page wrote
+it), each with the warcinfo record such a file has. So "WARC and its WAT give the same pairs" is a real check of
+both.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ import io
 import json
 import os
 import random
+import re
 import time
 from html.parser import HTMLParser
 
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
+
+from ..extract.text import decode_attribute
 
 CRAWL = "CC-MAIN-2099-01"
 IMAGE_HOST = "http://images.sample.test"
@@ -93,13 +100,31 @@ def _shape_images(site: int, page: int, image_host: str) -> list[str]:
     return out
 
 
+def _entity_images(site: int, page: int, image_host: str) -> list[str]:
+    """Image tags whose attribute text needs the HTML5 attribute rules - and so tells a WAT reader that decodes
+    twice, or with ``html.unescape``, from one that reads as a browser does: ``&param=2`` and ``&times=4&not=5``
+    hold no reference (a legacy name followed by an alphanumeric or '='), ``&amp;region=`` does; ``&copy``
+    without ';' before a space is one; numeric references go through HTML5's table; raw controls in a URL are
+    percent-encoded. A separate generator, as for _repeated_images."""
+    r = random.Random(site * 9_000_011 + page * 7 + 3)
+    if r.random() >= 0.3:
+        return []
+    q = f"{image_host}/q/{site}/{page}"
+    srcs = [f"{q}/img.php?id=7&param=2", f"{q}/c.php?a=1&times=4&not=5&reg=6", f"{q}/r.php?a=1&amp;region=eu",
+            f"{q}/s.php?WESPAGE&#x3D;home&amp;M&#x3D;FI", f"{q}/sp ace\x01\x7f.jpg", f"/q/{page}/rel&amp;ative.jpg"]
+    alts = ["AT&amp;T &copy 2020 shop sign", "Fish &amp; chips &#8212; a classic", "Price &#128;5 &lt;cheap&gt;",
+            "Caf&eacute; au lait &notit; here", "Tom &amp Jerry on a red sofa", "A line&#13;break and &#0; null"]
+    return [f'<img src="{src}" alt="{r.choice(alts)}">' for src in r.sample(srcs, r.randint(1, 3))]
+
+
 def make_page(rng: random.Random, site: int, page: int, image_host: str = IMAGE_HOST) -> tuple[str, dict, bytes]:
     """(url, http headers, body bytes) of one generated page."""
     charset, declared, lang = rng.choice(_ENCODINGS)
     host = f"site{site}.example.org"
     url = f"http://{host}/articles/{page}.html"
     use_base = rng.random() < 0.2
-    imgs = _repeated_images(site, page, image_host) + _shape_images(site, page, image_host)
+    imgs = (_repeated_images(site, page, image_host) + _shape_images(site, page, image_host)
+            + _entity_images(site, page, image_host))
     n = rng.randint(0, 20)
     for k in range(n):
         src = f"{image_host}/img/{site}/{page}/{k}.jpg"
@@ -173,33 +198,54 @@ def write_warc(path: str, pages: list[tuple[str, dict, bytes]]) -> None:
             writer.write_record(writer.create_warc_record(url, "response", payload=io.BytesIO(body), http_headers=resp))
 
 
-class _WatParser(HTMLParser):
-    """Collects what Common Crawl's WAT generator records: Head (Title, Base, Metas, Link) and Links."""
+# what Common Crawl's WATs say in their warcinfo record, per style (real values: April 2024 and May 2019)
+WAT_SOFTWARE = {"decoded": "ia-web-commons.1.1.10-SNAPSHOT-20240401105522",
+                "raw": "ia-web-commons.1.1.9-SNAPSHOT-20190515084427"}
+_TAG_NAME = re.compile(r"<[A-Za-z][^\s/>]*")
+_ATTRIBUTE = re.compile(r"""([^\s/>=][^\s/>=]*)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+)))?""")
 
-    def __init__(self):
+
+def _raw_attributes(start_tag: str) -> dict:
+    """Attribute name -> value as the page wrote it (html.parser only gives decoded values); the first wins."""
+    out: dict = {}
+    m = _TAG_NAME.match(start_tag)
+    for a in _ATTRIBUTE.finditer(start_tag, m.end() if m else 0):
+        name = a.group(1).lower()
+        if name not in out:
+            out[name] = next((v for v in a.groups()[1:] if v is not None), "")
+    return out
+
+
+class _WatParser(HTMLParser):
+    """Collects what Common Crawl's WAT generator records: Head (Title, Base, Metas, Link) and Links, with
+    attribute values as the style writes them."""
+
+    def __init__(self, style: str = "decoded"):
+        if style not in WAT_SOFTWARE:
+            raise ValueError(f"WAT style {style!r}: one of {sorted(WAT_SOFTWARE)}")
         super().__init__(convert_charrefs=True)
+        self._value = decode_attribute if style == "decoded" else str
         self.head = {"Metas": [], "Link": []}
         self.links: list[dict] = []
         self._title = None
 
     def handle_starttag(self, tag, attrs):
-        a = {k: (v if v is not None else "") for k, v in attrs}
-        raw = {k: html.escape(v, quote=False) for k, v in a.items()}  # WAT keeps attribute text undecoded
+        a = {k: self._value(v) for k, v in _raw_attributes(self.get_starttag_text() or "").items()}
         if tag == "img" and "src" in a:
-            link = {"path": "IMG@/src", "url": raw["src"]}
+            link = {"path": "IMG@/src", "url": a["src"]}
             for k in ("alt", "title"):
                 if k in a:
-                    link[k] = raw[k]
+                    link[k] = a[k]
             self.links.append(link)
         elif tag == "a" and "href" in a:
-            link = {"path": "A@/href", "url": raw["href"]}
+            link = {"path": "A@/href", "url": a["href"]}
             if "rel" in a:
                 link["rel"] = a["rel"]
             self.links.append(link)
         elif tag == "link" and "href" in a:
-            self.head["Link"].append({"path": "LINK@/href", "url": raw["href"], "rel": a.get("rel", "")})
+            self.head["Link"].append({"path": "LINK@/href", "url": a["href"], "rel": a.get("rel", "")})
         elif tag == "script" and "src" in a:
-            self.head.setdefault("Scripts", []).append({"path": "SCRIPT@/src", "url": raw["src"]})
+            self.head.setdefault("Scripts", []).append({"path": "SCRIPT@/src", "url": a["src"]})
         elif tag == "base" and "href" in a:
             self.head["Base"] = a["href"]
         elif tag == "meta":
@@ -229,17 +275,33 @@ def _charset(ctype: str, body: bytes) -> str:
     return {"gb2312": "gb18030", "iso-8859-1": "cp1252", "shift_jis": "cp932"}.get(label.lower(), label)
 
 
-def warc_to_wat(warc_path: str, wat_path: str, vary_key_order: bool = False, seed: int = 0) -> None:
-    """Write the WAT of a WARC file in Common Crawl's layout (one JSON metadata record per WARC record).
+def html_metadata(html_text: str, style: str = "decoded") -> dict:
+    """The ``HTML-Metadata`` (Head, Links) a WAT of the given style holds for one HTML page."""
+    p = _WatParser(style)
+    p.feed(html_text)
+    p.close()
+    return {"Head": p.head, "Links": p.links}
+
+
+def warc_to_wat(warc_path: str, wat_path: str, vary_key_order: bool = False, seed: int = 0,
+                style: str = "decoded") -> None:
+    """Write the WAT of a WARC file in Common Crawl's layout: a warcinfo record naming the producer of the
+    ``style`` (``decoded`` or ``raw`` attribute text), then one JSON metadata record per WARC record.
 
     Links are written as Common Crawl writes them (``path``, ``url``, then the rest); ``vary_key_order``
     reverses the keys on about half the pages, for tests of readers that must not depend on the order.
     """
     from warcio.archiveiterator import ArchiveIterator
 
+    if style not in WAT_SOFTWARE:
+        raise ValueError(f"WAT style {style!r}: one of {sorted(WAT_SOFTWARE)}")
     rng = random.Random(seed)
     with open(warc_path, "rb") as src, open(wat_path, "wb") as out:
         writer = WARCWriter(out, gzip=True)
+        writer.write_record(writer.create_warcinfo_record(os.path.basename(wat_path), {
+            "Software-Info": f"{WAT_SOFTWARE[style]} (laion5b-spark sample crawl)",
+            "format": "WARC File Format 1.0",
+            "description": f"sample crawl WAT, {style} attribute text as Common Crawl's WATs of that producer"}))
         it = ArchiveIterator(src)
         for rec in it:
             wtype = rec.rec_type
@@ -252,13 +314,10 @@ def warc_to_wat(warc_path: str, wat_path: str, vary_key_order: bool = False, see
                 resp = {"Response-Message": {"Status": rec.http_headers.get_statuscode(), "Version": "HTTP/1.1"},
                         "Headers": dict(rec.http_headers.headers)}
                 if "html" in ctype:
-                    p = _WatParser()
-                    p.feed(body.decode(_charset(ctype, body), errors="replace"))
-                    p.close()
-                    links = p.links
+                    meta = html_metadata(body.decode(_charset(ctype, body), errors="replace"), style)
                     if vary_key_order and rng.random() < 0.5:
-                        links = [dict(reversed(list(link.items()))) for link in links]
-                    resp["HTML-Metadata"] = {"Head": p.head, "Links": links}
+                        meta["Links"] = [dict(reversed(list(link.items()))) for link in meta["Links"]]
+                    resp["HTML-Metadata"] = meta
                 envelope["Payload-Metadata"]["HTTP-Response-Metadata"] = resp
             else:
                 rec.content_stream().read()
@@ -273,8 +332,10 @@ def warc_to_wat(warc_path: str, wat_path: str, vary_key_order: bool = False, see
 
 
 def make_sample_crawl(out_dir: str, files: int = 4, pages_per_file: int = 150, seed: int = 0,
-                      image_host: str = IMAGE_HOST, vary_key_order: bool = False, progress=None) -> dict:
+                      image_host: str = IMAGE_HOST, vary_key_order: bool = False, progress=None,
+                      wat_style: str = "decoded") -> dict:
     """Write ``files`` WARC files and their WAT files in Common Crawl's layout, plus both path manifests.
+    ``wat_style``: ``decoded`` (Common Crawl since June 2019) or ``raw`` attribute text (before).
     ``progress(line)``: called after each file with files done, pages/s and an ETA."""
     rng = random.Random(seed)
     warcs, wats = [], []
@@ -289,7 +350,8 @@ def make_sample_crawl(out_dir: str, files: int = 4, pages_per_file: int = 150, s
         pages = [make_page(rng, site=rng.randint(0, 60), page=i * pages_per_file + j, image_host=image_host)
                  for j in range(pages_per_file)]
         write_warc(os.path.join(out_dir, warc_rel), pages)
-        warc_to_wat(os.path.join(out_dir, warc_rel), os.path.join(out_dir, wat_rel), vary_key_order, seed + i)
+        warc_to_wat(os.path.join(out_dir, warc_rel), os.path.join(out_dir, wat_rel), vary_key_order, seed + i,
+                    wat_style)
         warcs.append(warc_rel)
         wats.append(wat_rel)
         if progress is not None:
@@ -311,9 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pages-per-file", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--image-host", default=IMAGE_HOST)
+    ap.add_argument("--wat-style", choices=sorted(WAT_SOFTWARE), default="decoded",
+                    help="WAT attribute text: decoded (Common Crawl since June 2019) or raw (before)")
     args = ap.parse_args(argv)
     out = make_sample_crawl(args.out, args.files, args.pages_per_file, args.seed, args.image_host,
-                            progress=lambda line: print(f"[sample {time.strftime('%H:%M:%S')}] {line}", flush=True))
+                            progress=lambda line: print(f"[sample {time.strftime('%H:%M:%S')}] {line}", flush=True),
+                            wat_style=args.wat_style)
     print(f"sample crawl in {args.out}: {len(out['warc'])} WARC + {len(out['wat'])} WAT files, "
           f"manifests wat.paths.gz / warc.paths.gz")
     return 0
