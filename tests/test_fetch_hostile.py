@@ -258,3 +258,63 @@ def test_a_kept_alive_connection_the_server_closed_is_not_reused(srv):
     f = fetcher(srv)
     assert [f.fetch(srv.url("/once")).body for _ in range(3)] == [b"ok"] * 3
     assert srv.connections == 3
+
+
+# -- found in review -------------------------------------------------------------------------------------------
+
+def test_a_million_tiny_chunks_cost_their_bytes_not_an_object_each(srv):
+    import tracemalloc
+
+    srv.route("/tiny", script=[OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n" + b"1\r\nX\r\n" * 300_000 + b"0\r\n\r\n"])
+    tracemalloc.start()
+    try:
+        got = fetcher(srv, deadline_s=20.0).fetch(srv.url("/tiny"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got.body == b"X" * 300_000
+    assert peak < 6 * 2**20  # a list of 300,000 one-byte objects alone is over 10 MB
+
+
+@pytest.mark.parametrize("value", [b"\xb2", b"0" * 4999 + b"1", b"-1", b"1e3", b"5, 6"])
+def test_content_lengths_that_are_not_ascii_numbers_are_protocol_errors(srv, value):
+    srv.route("/cl", script=[OK_HEAD + b"Content-Length: " + value + b"\r\n\r\nhello"])
+    assert fails(fetcher(srv), srv.url("/cl"))[0] == "protocol_error"
+
+
+@pytest.mark.parametrize("head", [b"Transfer-Encoding: gzip, chunked\r\n", b"Content-Encoding: gzip, gzip\r\n"])
+def test_codings_we_did_not_ask_for_are_refused(srv, head):
+    body = gzip.compress(gzip.compress(b"hello"))
+    srv.route("/coded", script=[OK_HEAD + head + b"Content-Length: %d\r\n\r\n" % len(body) + body])
+    assert fails(fetcher(srv), srv.url("/coded"))[0] == "protocol_error"
+
+
+def test_a_truncating_fetch_still_sees_a_chunk_cut_short(srv):
+    srv.route("/cut", script=[OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\ne\r\nUser-agent: *\n\r\n"
+                              b"96000\r\nDisallow: /"])  # a 600 KiB chunk, then the server closes
+    with pytest.raises(FetchError) as e:
+        fetcher(srv).fetch(srv.url("/cut"), max_bytes=1000, truncate=True)
+    assert e.value.reason == "truncated_body"
+
+
+def test_a_truncated_compressed_body_decodes_as_far_as_it_goes(srv):
+    text = b"".join(b"Disallow: /%d\n" % i for i in range(50_000))
+    srv.route("/big.txt", body=gzip.compress(text), headers={"Content-Encoding": "gzip"})
+    got = fetcher(srv).fetch(srv.url("/big.txt"), max_bytes=100_000, truncate=True)
+    assert got.body == text[:100_000]
+
+
+@pytest.mark.parametrize("url", ["https://a..b.example/", "http://" + "a" * 64 + ".example/", "http://h.test:0/"])
+def test_hosts_and_ports_no_request_may_use(srv, url):
+    f = fetcher(srv, connect_to=(f"*=127.0.0.1:{srv.port}",))
+    assert fails(f, url)[0] == "invalid_url"
+
+
+def test_a_cached_dns_failure_is_raised_anew_each_time():
+    resolver = Resolver()
+    seen = []
+    for _ in range(3):
+        with pytest.raises(FetchError) as e:
+            resolver.resolve("no-such-host.invalid", 80)
+        seen.append(e.value)
+    assert len({id(x) for x in seen}) == 3 and all(x.reason == "dns_error" for x in seen)

@@ -218,3 +218,11 @@ def test_x_robots_tag_on_the_fault_server_through_a_shard():
         out, ledger = Downloader(fetcher, ImageProcessor(ImageSettings(image_size=32))).shard(rows, ErrorSamples(), "k")
         assert out.column("reason").to_pylist() == [r for _, r in cases.values()]
         assert ledger.balanced() and ledger.dropped == {"robots_denied": 5}
+
+
+def test_retry_after_values_that_do_not_parse_are_ignored():
+    from laion5b_spark.download.politeness import retry_after_s
+
+    assert retry_after_s("\u00b2") is None  # a digit to str.isdigit, not to float()
+    assert retry_after_s("Mon, 01 Jan 99999999999999999999 00:00:00 GMT") is None
+    assert retry_after_s("120") == 120.0

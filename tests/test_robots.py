@@ -142,8 +142,8 @@ def test_lru_keeps_at_most_max_origins():
 
 # -- robots.py on its own: every fetch outcome, read as RFC 9309 says (issue 15, class 2) ------------------------
 
-FETCH_ERRORS = ["timeout", "connect_error", "dns_error", "tls_error", "too_large", "truncated_body",
-                "blocked_private_ip", "invalid_url", "bad_scheme", "protocol_error"]
+FETCH_ERRORS = ["timeout", "connect_error", "tls_error", "too_large", "truncated_body", "protocol_error"]
+URL_FAULTS = ["dns_error", "blocked_private_ip", "invalid_url", "bad_scheme"]
 RULES = b"User-agent: *\nDisallow: /no\n"
 
 
@@ -178,6 +178,12 @@ def test_every_fetch_error_means_unreachable(reason):
     assert rc.check("http://a.example/x.jpg") == f"robots.txt unreachable ({reason})"
 
 
+@pytest.mark.parametrize("reason", URL_FAULTS)
+def test_the_urls_own_faults_are_left_to_the_image_fetch(reason):
+    # the image fetch meets the same refusal and counts it under its own reason, not as robots_unreachable
+    assert RobotsCache(FakeFetch(FetchError(reason, "boom")), TOKEN).check("http://a.example/x.jpg") is None
+
+
 def test_too_many_redirects_means_unavailable():
     assert RobotsCache(FakeFetch(FetchError("too_many_redirects")), TOKEN).check("http://a.example/x.jpg") is None
 
@@ -197,7 +203,8 @@ def test_every_status_is_read_as_rfc_9309_says():
 def test_robots_txt_is_asked_for_with_the_500_kib_cap_and_cut_there():
     fetch = FakeFetch((200, framed(RULES), RULES))
     RobotsCache(fetch, TOKEN).check("https://a.example:8443/x.jpg")
-    assert fetch.calls == [("https://a.example:8443/robots.txt", robots.MAX_ROBOTS_BYTES, True)]
+    # one byte past the cap: a file of exactly 500 KiB is whole, a longer one is cut there
+    assert fetch.calls == [("https://a.example:8443/robots.txt", robots.MAX_ROBOTS_BYTES + 1, True)]
 
 
 def test_a_line_cut_at_the_cap_is_dropped_not_misread():
@@ -206,7 +213,7 @@ def test_a_line_cut_at_the_cap_is_dropped_not_misread():
     filler = head + b"#" * (robots.MAX_ROBOTS_BYTES - len(head) - len(b"Disallow: /pri") - 1) + b"\n"
     body = filler + b"Disallow: /private/\n"
     assert body[:robots.MAX_ROBOTS_BYTES].endswith(b"\nDisallow: /pri")
-    for cut_at in (None, robots.MAX_ROBOTS_BYTES):  # a fetcher that cuts at the cap, one that hands back more
+    for cut_at in (None, robots.MAX_ROBOTS_BYTES + 1):  # a fetcher that cuts where asked, one that gives more
         rc = RobotsCache(FakeFetch((200, framed(body), body), cut_at=cut_at), TOKEN)
         assert rc.check("http://a.example/pricing.jpg") is None
 
@@ -251,3 +258,16 @@ def test_an_unreachable_robots_txt_is_a_retryable_failure_not_a_decision():
     verdict = RobotsCache(fetch, "laion5b-spark").verdict("http://img.test/a.jpg")
     assert verdict[0] == "robots_unreachable" and "unreachable" in verdict[1]
     assert "robots_unreachable" not in DROPPED and "robots_unreachable" in DEFAULTS["download"]["retry_reasons"]
+
+
+def test_a_file_of_exactly_the_cap_keeps_its_last_line():
+    body = b"User-agent: *\n" + b"#" * (robots.MAX_ROBOTS_BYTES - 14 - 14) + b"\nDisallow: /no"
+    assert len(body) == robots.MAX_ROBOTS_BYTES
+    rc = RobotsCache(FakeFetch((200, framed(body), body)), TOKEN)
+    assert rc.check("http://a.example/no.jpg") is not None
+
+
+def test_a_compressed_robots_txt_is_not_cut_short():
+    # Content-Length counts the gzip bytes; the fetcher hands back the decoded file
+    rc = RobotsCache(FakeFetch((200, {"content-length": "43", "content-encoding": "gzip"}, RULES)), TOKEN)
+    assert rc.check("http://a.example/yes.jpg") is None and rc.check("http://a.example/no.jpg") is not None

@@ -10,8 +10,8 @@ head, the body, its content decoding - is bounded by:
 * bytes: each head (status line and headers) by ``max_head_bytes``, at most ``MAX_INTERIM`` ``1xx`` responses,
   the body by the caller's cap, counted as it arrives (Content-Length is checked first), and a decoded body by
   the same cap (we ask for ``identity``; a server that compresses anyway is decoded, bounded);
-* bodies nobody needs (redirects, error statuses) are read only when they fit ``SMALL_BODY_BYTES`` and arrived
-  already; otherwise the connection is closed rather than drained.
+* bodies nobody needs (redirects, error statuses) are read only when they fit ``SMALL_BODY_BYTES`` and arrive
+  within ``SMALL_BODY_WAIT_S``; otherwise the connection is closed rather than drained.
 
 A head that ends early or breaks the grammar is a ``protocol_error``, never an empty 200. Framing follows RFC 9112
 section 6.3 (Transfer-Encoding over Content-Length, conflicting lengths refused, else read until close).
@@ -25,7 +25,7 @@ import socket
 import ssl
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class FetchError(Exception):
@@ -44,6 +44,7 @@ SMALL_BODY_BYTES = 64 * 1024  # a redirect's or an error's body is read only up 
 SMALL_BODY_WAIT_S = 1.0  # ... and only when it arrives within this long
 _RECV = 65536
 _STATUS = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?:[ \t][^\r\n]*)?\r?\n")
+_LENGTH = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes '²'), and no 4,300-digit int()
 _NO_BODY = frozenset({204, 304})
 
 
@@ -54,9 +55,6 @@ class Response:
     lines: dict[str, list[str]]  # each header line's value, by lower-case name
     body: bytes = b""
     reusable: bool = False  # the connection may carry another request
-    complete: bool = True  # False: the body was not read (not needed, or larger than SMALL_BODY_BYTES)
-    head_bytes: int = 0
-    interim: list[int] = field(default_factory=list)  # statuses of the 1xx responses skipped
 
 
 class Connection:
@@ -69,6 +67,10 @@ class Connection:
         self.buf = bytearray()
         self.used = 0  # exchanges completed on it
 
+    def tls_pending(self) -> bool:
+        """Bytes OpenSSL has decrypted and not handed out yet: invisible to poll, and out of step if any."""
+        return isinstance(self.sock, ssl.SSLSocket) and self.sock.pending() > 0
+
     def close(self) -> None:
         try:
             self.sock.close()
@@ -77,7 +79,7 @@ class Connection:
 
     def idle_and_open(self) -> bool:
         """A kept-alive connection is only reused when the server has not closed it or sent anything since."""
-        if self.buf:
+        if self.buf or self.tls_pending():
             return False
         try:  # poll, not select: a worker's pooled sockets pass select's 1024 descriptor limit
             poller = select.poll()
@@ -111,6 +113,9 @@ def open_connection(ip: str, port: int, *, tls_host: str | None, connect_timeout
     except TimeoutError as exc:
         raw.close()
         raise FetchError("timeout", f"TLS handshake with {tls_host}: {exc}") from exc
+    except (UnicodeError, ValueError) as exc:  # a server name the idna codec refuses for SNI
+        raw.close()
+        raise FetchError("invalid_url", f"TLS server name {tls_host[:80]!r}: {exc}") from exc
     except OSError as exc:
         raw.close()
         raise FetchError("connect_error", f"TLS handshake with {tls_host}: {exc}") from exc
@@ -228,22 +233,22 @@ class _Exchange:
             if not self._fill():
                 raise FetchError("truncated_body", f"the connection closed inside the {what}")
 
-    def until_close(self, cap: int, truncate: bool) -> tuple[list[bytes], bool]:
-        """(chunks, complete): the body up to the server's close; over ``cap`` it is too_large, or cut."""
-        chunks, size = [bytes(self.conn.buf)], len(self.conn.buf)
+    def until_close(self, cap: int, truncate: bool) -> tuple[bytearray, bool]:
+        """(body, complete): the body up to the server's close; over ``cap`` it is too_large, or cut.
+        One growing buffer: a server sending a byte per segment must not cost an object per byte."""
+        out = bytearray(self.conn.buf)
         self.conn.buf.clear()
-        while size <= cap:
+        while len(out) <= cap:
             chunk = self._recv()
             if not chunk:
-                return chunks, True
-            chunks.append(chunk)
-            size += len(chunk)
+                return out, True
+            out += chunk
         if truncate:
-            return chunks, False
+            return out, False
         raise FetchError("too_large", f"body passed {cap} bytes")
 
-    def chunked(self, cap: int, max_head_bytes: int, truncate: bool) -> tuple[list[bytes], bool]:
-        chunks, size = [], 0
+    def chunked(self, cap: int, max_head_bytes: int, truncate: bool) -> tuple[bytearray, bool]:
+        out = bytearray()  # one buffer: a million 1-byte chunks must not be a million objects
         while True:
             line = self.line(1024, "chunk size line")
             size_field = line.split(b";", 1)[0].strip()
@@ -252,16 +257,15 @@ class _Exchange:
             n = int(size_field, 16)
             if n == 0:
                 break
-            if size + n > cap:
-                if truncate:
-                    chunks.append(self.take(cap - size) or b"")
-                    return chunks, False
+            cut = len(out) + n > cap
+            if cut and not truncate:
                 raise FetchError("too_large", f"body passed {cap} bytes")
-            size += n
-            data = self.take(n)
+            data = self.take(cap - len(out) if cut else n)
             if data is None:
                 raise FetchError("truncated_body", f"the connection closed inside a {n}-byte chunk")
-            chunks.append(data)
+            out += data
+            if cut:
+                return out, False
             if self.line(2, "chunk end") not in (b"\r\n", b"\n"):
                 raise FetchError("protocol_error", "chunk data longer than its size line says")
         trailer = 0
@@ -271,26 +275,23 @@ class _Exchange:
             if trailer > max_head_bytes:
                 raise FetchError("protocol_error", f"trailer over {max_head_bytes} bytes")
             if line in (b"\r\n", b"\n"):
-                return chunks, True
+                return out, True
 
     def body(self, length: int | None, chunked: bool, cap: int, truncate: bool, max_head_bytes: int,
              status: int) -> tuple[bytes, bool]:
-        """(body, complete): complete is False when reading stopped at ``cap`` (truncate) or the framing is
-        close-delimited (the connection cannot carry another request either way)."""
+        """(body, complete): complete is False when reading stopped at ``cap`` (truncate)."""
         if chunked:
-            chunks, complete = self.chunked(cap, max_head_bytes, truncate)
+            data, complete = self.chunked(cap, max_head_bytes, truncate)
         elif length is not None:
             n = min(length, cap)
             data = self.take(n)
             if data is None:
                 raise FetchError("truncated_body", f"the server closed before the announced {length} bytes",
                                  status)
-            chunks, complete = [data], n == length
+            complete = n == length
         else:
-            chunks, _ = self.until_close(cap, truncate)
-            complete = False
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return data[:cap], complete
+            data, complete = self.until_close(cap, truncate)
+        return bytes(data[:cap]) if len(data) > cap or type(data) is not bytes else data, complete
 
 
 def exchange(conn: Connection, request: bytes, *, deadline: float, read_timeout: float, max_head_bytes: int,
@@ -318,10 +319,8 @@ def _exchange(conn, request, deadline, read_timeout, max_head_bytes, max_body_by
         raise FetchError("connect_error", f"sending the request: {exc}") from exc
     x = _Exchange(conn, deadline, read_timeout)
     interim = []
-    total_head = 0
     while True:
-        major, minor, status, lines, nbytes = x.head(max_head_bytes)
-        total_head += nbytes
+        major, minor, status, lines, _ = x.head(max_head_bytes)
         if status >= 200:
             break
         if status == 101:
@@ -337,7 +336,7 @@ def _exchange(conn, request, deadline, read_timeout, max_head_bytes, max_body_by
         by_name.setdefault(name, []).append(value)
     for name, values in by_name.items():
         headers[name] = ", ".join(values)
-    resp = Response(status, headers, by_name, head_bytes=total_head, interim=interim)
+    resp = Response(status, headers, by_name)
     keep = (major, minor) >= (1, 1) and "close" not in _tokens(headers.get("connection", ""))
     keep = keep or (major, minor) == (1, 0) and "keep-alive" in _tokens(headers.get("connection", ""))
 
@@ -345,17 +344,21 @@ def _exchange(conn, request, deadline, read_timeout, max_head_bytes, max_body_by
         resp.reusable = keep
         return _done(conn, resp)
     te = _tokens(headers.get("transfer-encoding", ""))
-    chunked = bool(te) and te[-1] == "chunked"
+    if te and te != ["chunked"]:  # we send no TE header: a transfer coding other than chunked is not ours to undo
+        raise FetchError("protocol_error", f"Transfer-Encoding {headers['transfer-encoding'][:40]!r}")
+    chunked = bool(te)
     length = None
-    if not te and "content-length" in headers:
+    if te and "content-length" in headers:
+        keep = False  # RFC 9112 6.3: both framings given, the connection must not be reused
+    elif "content-length" in headers:
         values = {v.strip() for v in headers["content-length"].split(",")}
-        if len(values) != 1 or not next(iter(values)).isdigit():
+        if len(values) != 1 or not _LENGTH.fullmatch(next(iter(values))):
             raise FetchError("protocol_error", f"Content-Length {headers['content-length'][:40]!r}")
         length = int(values.pop())
-    if te and not chunked:
-        keep = False  # RFC 9112 6.3: read until the server closes
+    if length is None and not chunked:
+        keep = False  # the body ends when the server closes
 
-    if status not in wanted:  # nobody needs this body: read it only when small and prompt, else close
+    if status not in wanted:  # nobody needs this body: read it only when small (<= 64 KB) and prompt, else close
         small = length is not None and length <= SMALL_BODY_BYTES or chunked
         if small:
             x.deadline = min(deadline, time.monotonic() + SMALL_BODY_WAIT_S)
@@ -366,33 +369,33 @@ def _exchange(conn, request, deadline, read_timeout, max_head_bytes, max_body_by
             except (FetchError, StaleConnection):
                 pass
         conn.close()
-        resp.complete = False
         return resp
 
     if length is not None and length > max_body_bytes and not truncate:
         conn.close()
         raise FetchError("too_large", f"Content-Length {length} > {max_body_bytes} bytes", status)
     data, complete = x.body(length, chunked, max_body_bytes, truncate, max_head_bytes, status)
-    enc = _tokens(headers.get("content-encoding", ""))
-    if enc and enc != ["identity"]:
-        data = _decode(data, enc, max_body_bytes, truncate)
+    enc = [c for c in _tokens(headers.get("content-encoding", "")) if c != "identity"]
+    if enc:
+        data = _decode(data, enc, max_body_bytes, truncate, complete)
     resp.body = data
     resp.reusable = keep and complete
     return _done(conn, resp)
 
 
 def _done(conn: Connection, resp: Response) -> Response:
-    if conn.buf:  # bytes past the response: the stream is out of step, never reuse it
+    if conn.buf or conn.tls_pending():  # bytes past the response: the stream is out of step, never reuse it
         resp.reusable = False
     conn.used += 1
     return resp
 
 
-def _decode(data: bytes, codings: list[str], cap: int, truncate: bool) -> bytes:
-    """Content-Encoding gzip / deflate, the decoded size capped (a small body can inflate 1000x)."""
-    for coding in reversed(codings):
-        if coding == "identity":
-            continue
+def _decode(data: bytes, codings: list[str], cap: int, truncate: bool, complete: bool) -> bytes:
+    """Content-Encoding gzip / deflate (one coding: layers cost CPU the deadline cannot interrupt), the decoded
+    size capped (a small body can inflate 1000x). A body cut at the cap (``truncate``) decodes as far as it goes."""
+    if len(codings) > 1:
+        raise FetchError("protocol_error", f"Content-Encoding {', '.join(codings)[:60]} (only identity was asked for)")
+    for coding in codings:
         if coding in ("gzip", "x-gzip"):
             wbits = 31
         elif coding == "deflate":  # zlib-wrapped as the RFC says, or raw deflate as some servers send
@@ -408,7 +411,7 @@ def _decode(data: bytes, codings: list[str], cap: int, truncate: bool) -> bytes:
             if truncate:
                 return out[:cap]
             raise FetchError("too_large", f"decoded body passed {cap} bytes")
-        if not d.eof:
+        if not d.eof and complete:
             raise FetchError("truncated_body", f"Content-Encoding {coding}: the stream ends early")
         data = out
     return data

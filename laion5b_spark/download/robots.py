@@ -33,6 +33,8 @@ from .safe_fetch import Fetched, FetchError
 from .wellknown import UNREACHABLE_TTL_S, Origin, OriginCache, file_url, origin_of
 
 MAX_ROBOTS_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least 500 KiB
+# fetch failures that are the URL's, not robots.txt's: the image fetch meets them too and counts them as its own
+NOT_ROBOTS_FAULTS = frozenset({"blocked_private_ip", "invalid_url", "bad_scheme", "dns_error"})
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,13 @@ class RobotsCache:
     def _load(self, origin: Origin) -> tuple[_Rules, float]:
         short = min(self.ttl, UNREACHABLE_TTL_S)
         try:
-            got = self.fetch(file_url(origin, "/robots.txt"), max_bytes=MAX_ROBOTS_BYTES, truncate=True)
+            # one byte past the cap tells a file of exactly 500 KiB (whole) from a longer one (cut)
+            got = self.fetch(file_url(origin, "/robots.txt"), max_bytes=MAX_ROBOTS_BYTES + 1, truncate=True)
         except FetchError as exc:
             if exc.reason == "too_many_redirects":
                 return _Rules(None), self.ttl
+            if exc.reason in NOT_ROBOTS_FAULTS:  # the image fetch will meet the same refusal, under its own reason
+                return _Rules(None), short
             return _Rules(None, f"robots.txt unreachable ({exc.reason})"), short
         if 400 <= got.status < 500 and got.status != 429:
             return _Rules(None), self.ttl
@@ -109,7 +114,7 @@ class RobotsCache:
         if cut:
             return _Rules(None, f"robots.txt unreachable ({cut})"), short
         body = got.body
-        if len(body) >= MAX_ROBOTS_BYTES:  # the cap may fall inside a line: keep whole lines only
+        if len(body) > MAX_ROBOTS_BYTES:  # cut at the cap, which may fall inside a line: keep whole lines only
             body = body[:MAX_ROBOTS_BYTES].rpartition(b"\n")[0]
         parser = RobotFileParser()
         parser.parse(body.decode("utf-8", errors="replace").splitlines())
@@ -119,7 +124,8 @@ class RobotsCache:
 def _cut_short(got: Fetched) -> str | None:
     """Why a 2xx body is not the whole file, or None. Our own cut at MAX_ROBOTS_BYTES is not "short"."""
     length = got.headers.get("content-length", "").strip()
-    if length.isdigit() and len(got.body) < min(int(length), MAX_ROBOTS_BYTES):
+    encoded = got.headers.get("content-encoding", "identity").strip().lower() != "identity"  # length of the coded body
+    if length.isascii() and length.isdigit() and not encoded and len(got.body) < min(int(length), MAX_ROBOTS_BYTES):
         return f"body cut short: {len(got.body)} of {int(length)} bytes"
     if not got.body and not length and "transfer-encoding" not in got.headers and got.status != 204:
         return "an empty answer without Content-Length"

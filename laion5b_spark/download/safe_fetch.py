@@ -99,6 +99,9 @@ def request_host(host: str) -> str:
     host = host.lower()
     if not _HOST_CHARS.fullmatch(host if ":" not in host else f"[{host}]"):
         raise FetchError("invalid_url", f"host {host[:80]!r} holds characters no host name may hold")
+    labels = host.rstrip(".").split(".") if ":" not in host else []
+    if len(host) > 253 or any(not label or len(label) > 63 for label in labels):
+        raise FetchError("invalid_url", f"host {host[:80]!r}: an empty label or one over 63 characters")
     return host
 
 
@@ -116,7 +119,9 @@ class Resolver:
 
     def __init__(self, ttl_s: float = 300.0, max_hosts: int = 100_000):
         self.ttl, self.max = ttl_s, max_hosts
-        self._cache: OrderedDict[tuple[str, int], tuple[float, list[str] | FetchError]] = OrderedDict()
+        # a failure is kept as its message: one exception object raised again and again (and from several
+        # threads at once) would grow its traceback without end
+        self._cache: OrderedDict[tuple[str, int], tuple[float, list[str] | str]] = OrderedDict()
         self._lock = threading.Lock()
 
     def resolve(self, host: str, port: int) -> list[str]:
@@ -124,21 +129,21 @@ class Resolver:
         with self._lock:
             hit = self._cache.get((host, port))
         if hit and hit[0] > now:
-            if isinstance(hit[1], FetchError):
-                raise hit[1]
+            if isinstance(hit[1], str):
+                raise FetchError("dns_error", hit[1])
             return hit[1]
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            value: list[str] | FetchError = list(dict.fromkeys(i[4][0] for i in infos))
+            value: list[str] | str = list(dict.fromkeys(i[4][0] for i in infos))
         except (OSError, UnicodeError, ValueError) as exc:  # gaierror; a name too long for DNS; a NUL
-            value = FetchError("dns_error", f"{host[:100]}: {exc}")
+            value = f"{host[:100]}: {exc}"
         with self._lock:
             self._cache[(host, port)] = (now + self.ttl, value)
             self._cache.move_to_end((host, port))
             while len(self._cache) > self.max:
                 self._cache.popitem(last=False)
-        if isinstance(value, FetchError):
-            raise value
+        if isinstance(value, str):
+            raise FetchError("dns_error", value)
         return value
 
 
@@ -156,10 +161,10 @@ class Fetcher:
         self._lock = threading.Lock()
         self._tls = ssl.create_default_context()
 
-    def _connection(self, key: tuple, deadline: float) -> Connection:
+    def _connection(self, key: tuple, deadline: float, fresh: bool = False) -> Connection:
         with self._lock:
             idle = self._idle.get(key)
-            while idle:
+            while idle and not fresh:
                 conn = idle.pop()
                 if conn.idle_and_open():
                     return conn
@@ -204,6 +209,8 @@ class Fetcher:
         if not parts.hostname:
             raise FetchError("invalid_url", "no host")
         host = request_host(parts.hostname)
+        if port == 0:
+            raise FetchError("invalid_url", "port 0")
         port = port or _DEFAULT_PORT[scheme]
         to = self.connect_to.get(host) or self.connect_to.get("*")
         if to is not None:
@@ -226,6 +233,8 @@ class Fetcher:
         hops: list[str] = []
         for _ in range(p.max_redirects + 1):
             scheme, host, port, ip, ip_port = self.target(url)
+            if time.monotonic() >= deadline:  # a slow DNS answer counts against the deadline too
+                raise FetchError("timeout", f"total deadline of {p.deadline_s}s passed (DNS)")
             parts = urlsplit(url)
             host_header = f"[{host}]" if ":" in host else host
             if port != _DEFAULT_PORT[scheme]:
@@ -235,8 +244,8 @@ class Fetcher:
             request = _request(request_target(parts.path, parts.query), send)
             key = (scheme, ip, ip_port, host)
             resp = None
-            for fresh_retry in (False, True):  # a kept-alive connection the server closed meanwhile: once more
-                conn = self._connection(key, deadline)
+            for fresh_retry in (False, True):  # a kept-alive connection the server closed meanwhile: once more,
+                conn = self._connection(key, deadline, fresh=fresh_retry)  # on a new connection
                 try:
                     resp = exchange(conn, request, deadline=deadline, read_timeout=p.read_timeout_s,
                                     max_head_bytes=p.max_header_bytes, max_body_bytes=cap, truncate=truncate,

@@ -151,7 +151,7 @@ def _fetch_one(url: str, d: Downloader, gate: HostGate, slots: threading.Bounded
             with gate.slot(host):
                 got = fetcher.fetch(url)
         except FetchError as exc:
-            last = _failed(exc.reason, str(exc))
+            last = _failed(exc.reason, str(exc), exc.http_status)
             if exc.reason in RETRYABLE:
                 continue
             return last
