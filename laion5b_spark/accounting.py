@@ -30,8 +30,8 @@ REASONS: dict[str, str] = {
     "unsupported_format": "input is not a WARC/WAT file (e.g. legacy ARC)",
     "input_unreachable": "input file could not be opened or read after retries",
     "decode_error": "a page body in no candidate charset, or image bytes that do not decode",
-    "record_too_complex": "record over the per-record parse budget (~1 s): nesting, attributes or size no real "
-                          "page has; counted, not parsed",
+    "record_too_complex": "record over the per-record parse limits (1 s of CPU, 1 GiB; an HTML body over 32 MiB): "
+                          "shapes no real page has; counted, not parsed",
     "parse_error": "unexpected error while parsing one record (a bug; the sample tells which record)",
     "unit_error": "unexpected error processing a whole unit (a bug; the sample has the traceback); retried next run",
     # download: fetching (laion5b_spark/download/safe_fetch.py)

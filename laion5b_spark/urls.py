@@ -10,27 +10,43 @@
 5. nothing else: query parameter order, trailing slashes, ``www.`` and dot segments are kept, because
    servers may treat them differently.
 
-``resolve_link`` serializes what it returns as the WHATWG URL standard does: C0 and C1 controls, space, DEL and
-``" < >`` are percent-encoded (as UTF-8) in path and query, plus `` ` { }`` in the path and ``'`` in the query; a
-host holding a control, space or ``< > ^ |`` is invalid. Other non-ASCII text is kept as it is (the IRI form
-LAION's releases carry), and hosts are not IDNA-encoded.
+``resolve_link`` parses and serializes http(s) links as the WHATWG URL standard does, in these respects:
+
+* a backslash before the query is a slash (``http://a.example\\@b.example/`` is host ``a.example``), in relative
+  links too (``\\\\cdn.example\\x.jpg`` is ``//cdn.example/x.jpg``); any number of slashes may come between
+  scheme and host, and ``http:x.jpg`` is a relative link on an http page (``https:x.jpg`` is host ``x.jpg``);
+* scheme and host are lower-cased and the host percent-decoded; it is otherwise kept as written: ``" ` { }`` are
+  valid in a WHATWG host, and a host holding a control, space, ``< > ^ |`` (or, once decoded, ``% / : ? # @``
+  or bytes that are no UTF-8) is invalid, as is an empty one;
+* C0 and C1 controls, space, DEL and ``" < >`` are percent-encoded (as UTF-8) in path and query, plus
+  `` ` { } ^`` in the path and ``'`` in the query; user and password get WHATWG's userinfo set (``@ : / ; = [ ] |``
+  and the like as well).
+
+Not done: other non-ASCII text is kept as it is (the IRI form LAION's releases carry) and hosts are not
+IDNA-encoded; default ports and empty paths are left to ``normalize_url`` (keys); dot segments of absolute
+links, and ``%2e`` ones anywhere, are kept; relative links are joined by ``urllib``'s rules where ``join`` has no
+shortcut, which collapse empty path segments (``a//b``) and drop an empty query or ``;`` parameter.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*):")
 _C0_OR_SPACE = "".join(map(chr, range(0x21)))  # what browsers strip from both ends of a URL
 # the characters resolve_link changes or encodes: a URL without any (and with a plain host) is returned as it is,
 # here and in the vectorized filters of extract/pairs.py (an RE2 pattern too)
-NEEDS_SERIALIZING = r"""[\x00-\x20\x7f-\x9f"'<>`{}]"""
+NEEDS_SERIALIZING = r"""[\x00-\x20\x7f-\x9f"'<>`{}^\\]"""
 _NEEDS_SERIALIZING = re.compile(NEEDS_SERIALIZING)
 # WHATWG's path and special-query percent-encode sets, but for non-ASCII text other than C1 controls (kept)
-_PATH_ENCODE = re.compile(r"""[\x00-\x20\x7f-\x9f"<>`{}]""")
+_PATH_ENCODE = re.compile(r"""[\x00-\x20\x7f-\x9f"<>`{}^]""")
 _QUERY_ENCODE = re.compile(r"""[\x00-\x20\x7f-\x9f"'<>]""")
+_USERINFO_ENCODE = re.compile(r"""[\x00-\x20\x7f-\x9f"#<>?`{}/:;=@\[\\\]^|]""")
 _BAD_HOST = re.compile(r"[\x00-\x20\x7f-\x9f<>^|]")
+# WHATWG's forbidden domain code points, for a host that held escapes (and U+FFFD: bytes that were no UTF-8)
+_BAD_DECODED_HOST = re.compile(r"[\x00-\x20\x7f-\x9f#%/:<>?@\[\\\]^|\ufffd]")
+_AUTHORITY_END = re.compile(r"[/?#]|$")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -65,6 +81,20 @@ def resolve_link(src: str, base: str) -> str:
         scheme = m.group(1).lower()
         if scheme not in ("http", "https"):
             raise BadUrl("bad_scheme", f"{scheme}: URL")
+    if "\\" in s:
+        s = _forward_slashes(s)
+    if m:
+        rest = s[m.end():]
+        # "http:x" is relative on an http page; otherwise the host follows the scheme after any number of slashes
+        absolute = rest.startswith("//") or scheme != base[:base.find(":")].lower()
+        s = scheme + "://" + rest.lstrip("/") if absolute else "./" + rest if _SCHEME.match(rest) else rest
+    else:
+        absolute = False
+        if s.startswith("//"):
+            s = "//" + s.lstrip("/")  # (any number of slashes, as after a scheme)
+    if s.startswith("//", s.find(":") + 1 if absolute else 0) and _AUTHORITY_END.match(s, s.find("//") + 2):
+        raise BadUrl("invalid_url", "no host")
+    if absolute:
         url = s
     else:
         try:
@@ -73,30 +103,35 @@ def resolve_link(src: str, base: str) -> str:
             raise BadUrl("invalid_url", str(exc)) from exc
         if not url.startswith(("http://", "https://")):
             raise BadUrl("bad_scheme", f"relative link on a non-http page: {url[:60]}")
+        if "\\" in url:  # from the base (WHATWG would have parsed it as a URL)
+            url = _forward_slashes(url)
     hash_at = url.find("#")
     if hash_at >= 0:
         url = url[:hash_at]
     end = _plain_host_end(url)
-    if end > 0:  # a plain host has no port, userinfo or forbidden character to check
-        if _NEEDS_SERIALIZING.search(url):
-            url = _serialize(url, url[url.find("//") + 2:end])
+    if end > 0:  # a plain host is lower-case and has no port, userinfo or forbidden character to check
+        if _NEEDS_SERIALIZING.search(url, end):
+            url = url[:end] + _path_and_query(url[end:])
         return url
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         raise BadUrl("invalid_url", str(exc)) from exc
-    if not parts.hostname:
+    host = parts.hostname
+    if not host:
         raise BadUrl("invalid_url", "no host")
-    if _NEEDS_SERIALIZING.search(url):
-        if _BAD_HOST.search(parts.hostname):
-            raise BadUrl("invalid_url", f"forbidden character in host {parts.hostname[:60]!r}")
-        url = _serialize(url, parts.netloc)
-    return url
+    if "%" in host:  # a host is percent-decoded (as UTF-8) before it is checked
+        host = unquote(host, errors="replace").lower()
+        if not host or _BAD_DECODED_HOST.search(host):
+            raise BadUrl("invalid_url", f"forbidden character in host {host[:60]!r}")
+    elif _BAD_HOST.search(host):
+        raise BadUrl("invalid_url", f"forbidden character in host {host[:60]!r}")
+    return _serialize(url, parts.netloc, host)
 
 
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
-_PATH_END = re.compile(r"[?#]")
+_PATH_END = _QUERY_OR_FRAGMENT = re.compile(r"[?#]")
 
 
 def join(base: str, s: str) -> str:
@@ -126,20 +161,35 @@ def join(base: str, s: str) -> str:
     return base[:host_end] + (base_path[:base_path.rfind("/") + 1] or "/") + s
 
 
-def _serialize(url: str, netloc: str) -> str:
-    """Percent-encode what WHATWG's serializer encodes in userinfo, path and query (the fragment is gone)."""
+def _forward_slashes(s: str) -> str:
+    """http(s) ("special") URLs, and links relative to one, read a backslash before the query as a slash."""
+    q = _QUERY_OR_FRAGMENT.search(s)
+    return s[:q.start()].replace("\\", "/") + s[q.start():] if q else s.replace("\\", "/")
+
+
+def _serialize(url: str, netloc: str, host: str) -> str:
+    """Scheme lower-cased, the (checked, lower-case) host in place of the written one, userinfo, path and query
+    percent-encoded as WHATWG's serializer does (the fragment is gone)."""
     start = url.find("//") + 2
     end = start + len(netloc)  # urlsplit's netloc is this slice: the input was stripped as urlsplit strips
-    if _PATH_ENCODE.search(netloc):
-        at = netloc.rfind("@")  # only the userinfo can hold these: the host was checked
-        netloc = _PATH_ENCODE.sub(_percent, netloc[:at]) + netloc[at:]
-    rest = url[end:]
+    at = netloc.rfind("@")
+    userinfo = ""
+    if at >= 0:
+        user, colon, password = netloc[:at].partition(":")
+        userinfo = _USERINFO_ENCODE.sub(_percent, user) + colon + _USERINFO_ENCODE.sub(_percent, password) + "@"
+    written = netloc[at + 1:]
+    colon = written.find(":", written.find("]") + 1 if written.startswith("[") else 0)
+    port = written[colon:] if 0 <= colon < len(written) - 1 else ""  # (an empty port goes, as in WHATWG)
+    if ":" in host:  # an IPv6 address (urlsplit took the brackets off)
+        host = f"[{host}]"
+    return url[:start].lower() + userinfo + host + port + _path_and_query(url[end:])
+
+
+def _path_and_query(rest: str) -> str:
     q = rest.find("?")
     if q < 0:
-        rest = _PATH_ENCODE.sub(_percent, rest)
-    else:
-        rest = _PATH_ENCODE.sub(_percent, rest[:q]) + "?" + _QUERY_ENCODE.sub(_percent, rest[q + 1:])
-    return url[:start] + netloc + rest
+        return _PATH_ENCODE.sub(_percent, rest)
+    return _PATH_ENCODE.sub(_percent, rest[:q]) + "?" + _QUERY_ENCODE.sub(_percent, rest[q + 1:])
 
 
 def _percent(m: re.Match) -> str:
@@ -171,7 +221,10 @@ def _normalize_full(url: str) -> str:
     if port is not None and str(port) != _DEFAULT_PORTS.get(scheme):
         netloc += f":{port}"
     path = _normalize_pct(p.path) or "/"
-    return urlunsplit((scheme, netloc, path, _normalize_pct(p.query), ""))
+    out = urlunsplit((scheme, netloc, path, _normalize_pct(p.query), ""))
+    if not p.query and "?" in url.split("#", 1)[0]:
+        out += "?"  # an empty query is kept, as the shortcut in normalize_url keeps it (urlunsplit drops it)
+    return out
 
 
 def _normalize_pct(s: str) -> str:

@@ -12,7 +12,8 @@ from laion5b_spark.extract.text import clean_caption
 from laion5b_spark.urls import BadUrl, resolve_link
 
 _alt = st.one_of(st.none(), st.lists(st.sampled_from(list("ab cé&;\t\n\r\x00\x01\x7f\x85\xa0字") +
-                                                    ["&amp;", "Ã©", "&param=", "&#0;", "Ã\x97", "&Atilde;"]),
+                                                    ["&amp;", "Ã©", "&param=", "&#0;", "Ã\x97", "&Atilde;",
+                                                     "Ã©té"]),
                                      max_size=14).map("".join))
 _src = st.one_of(
     st.sampled_from(["http://a.example/x.jpg", "https://b.example/y.svg?x=1", "http://a.example/x.jpg#f",
@@ -20,8 +21,12 @@ _src = st.one_of(
                      "", " http://a.example/sp ace.jpg", "HTTP://A.example/u.JPG", "http://a.example/" + "l" * 30,
                      "http://a.example/x\x01.jpg", "http://a.example/x\x7f.jpg", "http://a.example/\x85.jpg",
                      "http://a.example/q.jpg?a='1'", 'http://a.example/"x".jpg', "http://a.example/{x}.jpg",
-                     "/rel\x00.png", "\x01http://a.example/lead.jpg"]),
-    st.text(alphabet="abc/:.#? \x00\x01\x0c\x7f\x9f\"'<>`{}", max_size=12))
+                     "/rel\x00.png", "\x01http://a.example/lead.jpg",
+                     # review 16, finding 7: backslashes, hosts with '{', case, '^'
+                     "http://a.example/x\\y.jpg", "http://a.example\\@evil.example/x.jpg", "\\\\cdn.example\\z.jpg",
+                     "http://a{b.example/x.jpg", "http://a.example/q.jpg?a=\\b", "http://a.example/a^b.jpg",
+                     "http://a^b.example/x.jpg", "HTTP://A.EXAMPLE/X.JPG", "http:///a.example/x.jpg", "http:x.jpg"]),
+    st.text(alphabet="abc/:.#? \x00\x01\x0c\x7f\x9f\"'<>`{}^\\", max_size=12))
 _img = st.builds(lambda s, a, raw: Image(s, a, None, None, raw), _src, _alt, st.booleans())
 _page = st.builds(lambda imgs, base: Page("http://p.example/d/page.html", base, None, imgs),
                   st.lists(_img, max_size=8), st.sampled_from([None, "/b/", "http://other.example/"]))

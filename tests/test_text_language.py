@@ -131,3 +131,42 @@ def test_real_cc_page_mojibake_repaired():
              if row["page_url"] == "http://044545.com/topic/20200207/015849.html"}
     assert texts["https://cdnimg.acgget.com/images/202002/2ee84a1a1f307328.gif"] == "2ee84a1a1f307328.gif (460×155)"
     assert texts["https://cdnimg.acgget.com/images/202003/98a8e084f2bc4be1.jpg"] == "98a8e084f2bc4be1.jpg (781×451)"
+
+
+# -- review 16, finding 10: a control character is a space whether or not ftfy ran on the caption ---------------
+
+@pytest.mark.parametrize("with_mojibake,plain", [
+    ("foo\x01bar Ã©té", "foo\x01bar été"),  # ftfy runs on the first only (its badness test)
+    ("foo\x7fbar Ã©té", "foo\x7fbar été"),
+    ("cafÃ©\x01x", "café\x01x"),
+    ("Ã\x97 x\x1fy", "× x\x1fy"),
+])
+def test_controls_are_spaces_with_and_without_mojibake(with_mojibake, plain):
+    fixed = clean_caption(with_mojibake, raw_html=False, max_chars=4096)
+    assert fixed == clean_caption(plain, raw_html=False, max_chars=4096)
+    assert " " in fixed and not any(ord(c) < 32 or c == "\x7f" for c in fixed)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab é", max_size=8), st.sampled_from(["\x01", "\x08", "\x0b", "\x1f", "\x7f"]),
+       st.text(alphabet="ab é", max_size=8))
+def test_a_control_between_words_separates_them_whatever_else_the_caption_holds(left, control, right):
+    for mojibake in ("", " Ã©"):  # a second caption that ftfy repairs
+        out = clean_caption("x" + left + control + right + "y" + mojibake, raw_html=False, max_chars=4096)
+        words = ("x" + left).split() + (right + "y").split()
+        assert out.split()[:len(words)] == words, (out, words)
+
+
+# -- review 16, finding 11: the docstring's examples are what decode_attribute does ----------------------------
+
+def test_decode_attribute_docstring_examples_hold():
+    import doctest
+
+    from laion5b_spark.extract import text
+
+    runner = doctest.DocTestRunner()
+    for test in doctest.DocTestFinder().find(text.decode_attribute, globs={"decode_attribute": text.decode_attribute}):
+        runner.run(test)
+    assert runner.tries >= 2 and runner.failures == 0
+    # in an attribute a legacy name followed by an alphanumeric stays as written (in text: "¬it;")
+    assert text.decode_attribute("&notit;") == "&notit;"

@@ -1,5 +1,7 @@
+import re
+
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from laion5b_spark import urls
@@ -18,7 +20,7 @@ PAGE = "http://site.example.org/dir/page.html"
     ("https://a.com/x.jpg#frag", PAGE, "https://a.com/x.jpg"),
     ("  https://a.com/\n x.jpg ", PAGE, "https://a.com/%20x.jpg"),
     ("i.png", "https://static.example.org/b/", "https://static.example.org/b/i.png"),
-    ("HTTP://A.COM/x.jpg", PAGE, "HTTP://A.COM/x.jpg"),
+    ("HTTP://A.COM/x.jpg", PAGE, "http://a.com/x.jpg"),  # scheme and host lower-cased, as WHATWG does
 ])
 def test_resolve_link(src, base, expected):
     assert resolve_link(src, base) == expected
@@ -53,6 +55,7 @@ def test_resolve_link_rejects(src, reason):
     ("http://example.com/a?b=%41%2f", "http://example.com/a?b=A%2F"),
     ("http://user:pw@Example.com/a", "http://user:pw@example.com/a"),
     ("http://example.com/A/../b/", "http://example.com/A/../b/"),  # dot segments kept on purpose
+    ("http://example.com/%7e?", "http://example.com/~?"),  # an empty query kept, as by the shortcut for "...?"
 ])
 def test_normalize_url(url, expected):
     assert normalize_url(url) == expected
@@ -67,6 +70,7 @@ _urls = st.builds(lambda s, h, port, p: f"{s}://{h}{port}/{p}",
 
 @settings(max_examples=400, deadline=None)
 @given(_urls)
+@example("http://0/?")
 def test_normalize_fast_path_matches_full_rules(url):
     # the shortcut for already-normal URLs must give exactly what the full rules give
     full = urls._normalize_full(url)
@@ -112,6 +116,7 @@ _CONTROL_OR_SPACE = set(map(chr, range(0x21))) | set(map(chr, range(0x7F, 0xA0))
     ("http://a.example/it's.jpg?x={y}", "http://a.example/it's.jpg?x={y}"),  # ' in a path, {} in a query: kept
     ("http://a.example/é.jpg?q=ü", "http://a.example/é.jpg?q=ü"),  # other non-ASCII text is kept (IRI, as LAION)
     ("http://a.example/%20ok%7F.jpg", "http://a.example/%20ok%7F.jpg"),  # existing escapes are left alone
+    ("http://a.example/a^b.jpg?c^d", "http://a.example/a%5Eb.jpg?c^d"),  # ^ is in WHATWG's path percent-encode set
 ])
 def test_resolve_link_percent_encodes_like_whatwg(src, expected):
     assert resolve_link(src, PAGE) == expected
@@ -156,3 +161,65 @@ def test_join_shortcuts_equal_urljoin(base, src):
             urls.join(base, src)
         return
     assert urls.join(base, src) == expected
+
+
+# -- review 16, finding 7: hosts are not rewritten; backslashes and case as WHATWG treats them in http(s) URLs ---
+
+@pytest.mark.parametrize("src,expected", [
+    # '" ` { }' are valid in a WHATWG host (only controls, space, # % / : < > ? @ [ \ ] ^ | are not): kept as is
+    ("http://a{b.example/x.jpg", "http://a{b.example/x.jpg"),
+    ('http://a"b`c}d.example/{x}.jpg', 'http://a"b`c}d.example/%7Bx%7D.jpg'),
+    ("http://a{b.example", "http://a{b.example"),
+    # userinfo: WHATWG's userinfo percent-encode set, for the user and the password apart
+    ("http://u{s:p w@a.example/x.jpg", "http://u%7Bs:p%20w@a.example/x.jpg"),
+    ("http://u@v:p:q@a.example/x.jpg", "http://u%40v:p%3Aq@a.example/x.jpg"),
+    # a backslash before the query is a slash in http(s) URLs, so it ends the host
+    ("http://ex.example\\@evil.example/x.jpg", "http://ex.example/@evil.example/x.jpg"),
+    ("http:\\\\a.example\\b\\c.jpg?q=\\d", "http://a.example/b/c.jpg?q=\\d"),
+    ("\\\\cdn.example\\x.jpg", "http://cdn.example/x.jpg"),
+    ("\\x.jpg", "http://site.example.org/x.jpg"),
+    ("a\\b.jpg#f\\g", "http://site.example.org/dir/a/b.jpg"),
+    ("http://a.example/x\\y.jpg", "http://a.example/x/y.jpg"),
+    # any number of slashes between scheme and host; "http:x" is relative on an http page, "https:x" is not
+    ("http:////a.example/x.jpg", "http://a.example/x.jpg"),
+    ("///a.example/x.jpg", "http://a.example/x.jpg"),
+    ("http:x.jpg", "http://site.example.org/dir/x.jpg"),
+    ("http:/x.jpg", "http://site.example.org/x.jpg"),
+    ("https:a.example/x.jpg", "https://a.example/x.jpg"),
+    # a host is percent-decoded before it is checked and lower-cased
+    ("http://%41.example/x.jpg", "http://a.example/x.jpg"),
+    # scheme and host lower-cased (the path is not)
+    ("HTTP://A.EXAMPLE/X.jpg", "http://a.example/X.jpg"),
+    ("hTTps://User@WWW.Example.COM:8080/P?Q", "https://User@www.example.com:8080/P?Q"),
+])
+def test_resolve_link_treats_hosts_backslashes_and_case_as_whatwg(src, expected):
+    assert resolve_link(src, PAGE) == expected
+    assert resolve_link(expected, PAGE) == expected
+
+
+@pytest.mark.parametrize("src", ["http://a^b.example/x.jpg", "http://a|b.example/", "http://a^b.example",
+                                 "http://a%20b.example/", "http://a%2Fb.example/", "http://a%.example/",
+                                 "http://a%FF.example/", "//?q=1", "http:///", "////"])
+def test_hosts_with_forbidden_code_points_are_invalid_whatever_else_the_url_holds(src):
+    with pytest.raises(BadUrl) as e:
+        resolve_link(src, PAGE)
+    assert e.value.reason == "invalid_url"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="ab.:/@\\?#{}\"`^|% \x01", max_size=24).map(lambda s: "http://" + s))
+def test_the_host_of_a_resolved_link_is_the_host_it_was_given(src):
+    """What the output's host is (urlsplit, as the download stage reads it) is the host WHATWG sees in the input:
+    after the slashes (and backslashes) that follow the scheme, up to the next / ? # or backslash, after the last
+    @ before that."""
+    from urllib.parse import urlsplit
+
+    try:
+        out = resolve_link(src, PAGE)
+    except BadUrl:
+        return
+    stripped = src.strip("".join(map(chr, range(0x21))))  # (C0 controls and spaces at the ends are dropped)
+    authority = re.split(r"[/?#\\]", stripped[len("http:"):].lstrip("/\\"), maxsplit=1)[0]
+    host = authority.rpartition("@")[2].partition(":")[0]
+    assert urlsplit(out).hostname == host.lower(), out
+    assert urls.host_of(out) == urlsplit(out).hostname.rstrip(".")

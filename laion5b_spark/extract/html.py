@@ -10,19 +10,32 @@ cp1252, ``shift_jis`` as cp932, ...), which is what keeps legacy CJK and Cyrilli
 ``x-user-defined`` maps bytes 0x80-0xFF to U+F780-U+F7FF; the ``replacement`` encoding (``iso-2022-kr``,
 ``hz-gb-2312``, ...) shows browsers nothing of the page, so neither does it us (decode_error).
 
-Parsing has a budget (``parse_steps``): lexbor builds the tree in time quadratic in some shapes no real page
-has - deep nesting walked by later tags, thousands of attributes on one tag - so such a record is counted as
-``record_too_complex`` instead of costing seconds to minutes.
+Parsing runs under a hard limit: lexbor builds the tree in time quadratic (or worse) in shapes no real page has
+- deep nesting walked by later tags, thousands of attributes on one tag, formatting elements reconstructed after
+every block, markup a scanner takes for raw text or a comment - and no estimate made before parsing can be sound
+without being an HTML tree builder itself. So lexbor runs in a child process (one per Python worker, started on
+the first page and kept): a page that takes more than ``MAX_PARSE_SECONDS`` of its CPU time, or more than
+``MAX_PARSE_MEMORY`` of memory, stops it and is counted as ``record_too_complex``; the next page gets a new one.
+Real pages take milliseconds (tests/test_extract_html.py); a crash of lexbor costs its record, not the unit.
 """
 
 from __future__ import annotations
 
+import atexit
 import codecs
+import marshal
+import os
 import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import threading
+import time
 
-import numpy as np
 from resiliparse.parse.encoding import detect_encoding
-from selectolax.lexbor import LexborHTMLParser
+from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from .page import Image, Page
 
@@ -85,6 +98,25 @@ _ENCODINGS = {
 _CODEC_OF_LABEL = {label: codec for codec, labels in _ENCODINGS.values() for label in labels.split()}
 _NOT_PYTHON = ("replacement", "x-user-defined")
 assert all(codecs.lookup(c).name == c for c in _CODEC_OF_LABEL.values() if c not in _NOT_PYTHON)
+# WHATWG's windows-874 and windows-1250..1258 are Microsoft's tables plus: the bytes those leave undefined in
+# 0x80-0x9F are the C1 controls of the same value, and 0xCA is U+05BA in windows-1255; their other undefined bytes
+# are errors there too (https://encoding.spec.whatwg.org/index-windows-1252.txt, ...). Python's codecs reject all
+# of them, which sent a page declaring windows-1252 with a 0x81 to detection (and maybe another codec).
+
+
+def _whatwg_single_byte(codec: str) -> str:
+    table = []
+    for b in range(256):
+        try:
+            table.append(bytes([b]).decode(codec))
+        except UnicodeDecodeError:
+            table.append(chr(b) if 0x80 <= b < 0xA0 else "\ufffe")  # U+FFFE: undefined, for charmap_decode
+    if codec == "cp1255":
+        table[0xCA] = "\u05ba"
+    return "".join(table)
+
+
+_SINGLE_BYTE = {c: _whatwg_single_byte(c) for c in ["cp874"] + [f"cp125{i}" for i in range(9)]}
 # x-user-defined: ASCII as is, bytes 0x80-0xFF to U+F780-U+F7FF (decoded as latin-1, then moved)
 _X_USER_DEFINED = {c: 0xF780 + c - 0x80 for c in range(0x80, 0x100)}
 _BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
@@ -132,6 +164,9 @@ def decode_body(body: bytes, http_charset: str | None) -> tuple[str, str, bool]:
 
 
 def _decode(body: bytes, codec: str, errors: str) -> str:
+    table = _SINGLE_BYTE.get(codec)
+    if table is not None:
+        return codecs.charmap_decode(body, errors, table)[0]
     if codec == "x-user-defined":
         return body.decode("latin-1").translate(_X_USER_DEFINED)
     return body.decode(codec, errors)
@@ -148,224 +183,312 @@ def _meta_charset(body: bytes) -> str | None:
     return m.group(1).decode("ascii", "replace") if m else None
 
 
-# --- the parse budget ---
-# lexbor's tree builder walks the stack of open elements for each end tag and for start tags that check a scope
-# (div, ul, li, p, h1, ...), and compares each new attribute of a tag with the ones before it. Nesting no real page
-# has makes that quadratic: 100,000 nested <div>s took 28 s, 40,000 <ul><li> 11 s, 100,000 attributes on one <img>
-# 19 s. parse_steps estimates those steps from the tags alone, before parsing. Measured here, the slowest shapes cost
-# 1-7 ns a step, so MAX_PARSE_STEPS is ~0.1-0.7 s on one core. Real pages are far below: the deepest page of the
-# real samples nests 36 elements, the most attributes on one tag is 9, and the highest estimate of a real page is
-# under 1/1000 of the budget (tests/test_extract_html.py); 5,000 nested <div>s or 2,000 attributes still parse.
-MAX_PARSE_STEPS = 100_000_000
+# --- parsing, in a child process under hard limits ---
+# CPU time one page may take in lexbor (the tree builder's super-linear shapes cost seconds to hours; real pages
+# take milliseconds) and the memory lexbor may add to the parser process (whose baseline is ~30 MB).
+MAX_PARSE_SECONDS = 1.0
+MAX_PARSE_MEMORY = 1 << 30
 # Bodies over this many bytes are not parsed (a gzip/br Content-Encoding can inflate a 1 MB record ~1000x); no
 # Common Crawl page comes near it: Common Crawl truncates payloads at 1 MiB.
 MAX_HTML_BYTES = 32 << 20
-# Up to this many characters no shape can reach the budget, so the estimate is skipped: a tag takes >= 3
-# characters ("<a>") and an attribute >= 2, so at most (L/3)**2/2 + (L/2)**2/2 = 7.2e7 steps.
-SMALL_DOC = 20_000
-# Nor, in one pass over the '<', a page with at most FEW_TAGS of them (the stack part stays under FEW_TAGS**2/2 =
-# 5e7) whose stretches from one '<' to the next are short: a tag's attributes lie in its stretch (unless quoted
-# values hide '<' in it), and beyond the ~250 one-byte names each distinct one takes >= 3 bytes, so the attribute
-# part is under sum(stretch**2)/18 <= STRETCH_STEPS. It clears every real and sample page measured (the worst at
-# 1/7 of STRETCH_STEPS) for ~30 us a 50 KB page; only the rest pays for the estimate.
-FEW_TAGS = 10_000
-STRETCH_STEPS = 50_000_000
+# a parser process that never gets the CPU it needs (an overloaded machine) is given up after this much wall time
+_MAX_PARSE_WALL_SECONDS = 30.0
+_POLL_MS = 50  # how often the CPU time of a parse that has not answered yet is looked at
+_REPLY = struct.Struct("<BdQ")  # kind, the child's CPU seconds so far, payload length
+_OK, _OUT_OF_MEMORY, _ERROR = 0, 1, 2
 
-_VOID = "area base basefont bgsound br col embed frame hr image img input keygen link meta param source track wbr"
-# elements whose start tag closes an open one of their kind (or is implied away): a page of unclosed <p>, <li>,
-# <td>, <option> is not deep; their end tags neither open nor close a level here
-_SELF_CLOSING = "p li dt dd option optgroup tr td th thead tbody tfoot colgroup caption rb rt rp rtc html head body"
-# elements whose content is text up to their end tag: '<' in them starts no tag
-_RAW_TEXT = "script style textarea title xmp iframe noembed noframes noscript plaintext"
-_NAME_BYTES = 8  # tag names are keyed by their first 8 characters
-
-
-def _key(name: str) -> int:
-    b = name.encode()[:_NAME_BYTES]
-    return int.from_bytes(b.ljust(_NAME_BYTES, b"\0"), "little")
-
-
-_KINDS = {**{_key(n): 1 for n in _VOID.split()}, **{_key(n): 2 for n in _SELF_CLOSING.split()},
-          **{_key(n): 3 for n in _RAW_TEXT.split()}}
-_KIND_KEYS = np.array(sorted(_KINDS), dtype=np.uint64)
-_KIND_CODES = np.array([_KINDS[k] for k in sorted(_KINDS)] + [0], dtype=np.int8)  # 1 void, 2 flat, 3 raw text
-_SHIFTS = np.arange(_NAME_BYTES, dtype=np.uint64) * np.uint64(8)
-_ATTRIBUTE = re.compile(rb"""[^\s/>"'=][^\s/>=]*+(?:\s*+=\s*+(?:"[^"]*+"|'[^']*+'|[^\s>]*+))?+""")
-# a whole start tag, quoted values (which may hold '<' and '>') included; possessive: no backtracking
-_START_TAG = re.compile(rb"""<[a-zA-Z][^\s/>]*+(?:[\s/]++|[^\s/>"'=][^\s/>=]*+(?:\s*+=\s*+(?:"[^"]*+"|'[^']*+'|"""
-                        rb"""[^\s>]++))?+)*+>""")
-_SEPARATORS = np.zeros(256, dtype=bool)
-_SEPARATORS[[0x20, 0x09, 0x0A, 0x0C, 0x0D, 0x2F, 0x22, 0x27]] = True  # what can end one attribute: \s / " '
-# a stretch without tags this long after a tag could be that tag's attributes (~12,000 of them, ~0.3 s)
-_LONG_STRETCH = 24_000
-
-
-class RecordTooComplex(ValueError):
-    """A record over the per-record budget: counted as record_too_complex, not parsed."""
-
-
-def parse_steps(html: str, raw: bytes | None = None, gates: bool = True) -> int:
-    """Estimated tree-building steps for html: sum over tags of the open-element depth they may walk, plus the
-    attribute pairs a tag's attributes are compared in; 0 for a page the gates clear (SMALL_DOC, FEW_TAGS and
-    STRETCH_STEPS: under the budget whatever its shape). raw: the same document in an ASCII-compatible encoding
-    (saves encoding it again). Tags in comments, script, style (...) or in quoted attribute values do not count."""
-    if gates and len(html) <= SMALL_DOC:
-        return 0
-    b = raw if raw is not None else html.encode("utf-8", "surrogatepass")
-    a = np.frombuffer(b, dtype=np.uint8)
-    n = len(a)
-    lt = (a == 0x3C).nonzero()[0]
-    if gates and len(lt) <= FEW_TAGS:
-        stretch = (lt[1:] - lt[:-1]).astype(np.float64)
-        last = float(n - lt[-1]) if len(lt) else 0.0
-        if (float(stretch @ stretch) + last * last) / 18 <= STRETCH_STEPS:
-            return 0
-    lt = lt[lt + 3 < n]
-    nxt = a[lt + 1]
-    is_end = nxt == 0x2F
-    first = a[lt + 1 + is_end] | 0x20
-    tag = (first >= 0x61) & (first <= 0x7A)
-    comments = lt[(nxt == 0x21) & (a[lt + 2] == 0x2D) & (a[lt + 3] == 0x2D)]
-    lt, is_end = lt[tag], is_end[tag]
-    if not len(lt):
-        return 0
-    m = a[np.minimum((lt + 1 + is_end)[:, None] + np.arange(_NAME_BYTES), n - 1)]
-    low = m | 0x20
-    in_name = np.logical_and.accumulate(((low >= 0x61) & (low <= 0x7A)) | ((m >= 0x30) & (m <= 0x39)), axis=1)
-    key = (np.where(in_name, low, 0).astype(np.uint64) << _SHIFTS).sum(axis=1)
-    j = np.searchsorted(_KIND_KEYS, key)
-    kind = _KIND_CODES[np.where(_KIND_KEYS[np.minimum(j, len(_KIND_KEYS) - 1)] == key, j, len(_KIND_KEYS))]
-    gt = np.flatnonzero(a == 0x3E)
-    # no tags in comments and raw text (in document order: a "<!--" in a script starts no comment)
-    raw_start = (kind == 3) & ~is_end
-    if len(comments) or raw_start.any():
-        keep = _outside(lt, _text_spans(a, lt, is_end, key, raw_start, comments, gt))
-        lt, is_end, kind = lt[keep], is_end[keep], kind[keep]
-    # a tag ends at its first '>'; a '<' before that is in one of its attribute values, not a tag
-    k = np.searchsorted(gt, lt)
-    ends = np.where(k < len(gt), gt[np.minimum(k, len(gt) - 1)], n)
-    inside = np.concatenate(([False], lt[1:] < np.maximum.accumulate(ends)[:-1]))
-    if inside.any():
-        lt, is_end, kind, ends = lt[~inside], is_end[~inside], kind[~inside], ends[~inside]
-    # ... unless a quoted value holds a '>' (which may hide attributes and end tags): then find its real end
-    attrs = np.zeros(len(lt), dtype=np.int64)
-    stretch = np.concatenate((lt[1:], [n])) - ends
-    check = (stretch >= _LONG_STRETCH) & ~is_end
-    check |= _open_quotes(a, lt, ends) & ~is_end
-    if check.any():
-        spans, covered = [], -1
-        for i in np.flatnonzero(check).tolist():
-            s = int(lt[i])
-            if s < covered:
-                continue
-            t = _START_TAG.match(b, s)
-            if t is not None and t.end() - 1 > ends[i]:
-                ends[i] = t.end() - 1
-                spans.append((s + 1, t.end()))
-                covered = t.end()
-                attrs[i] = _distinct_attributes(b, s + 1, t.end() - 1)
-        if spans:
-            keep = _outside(lt, np.array(spans, dtype=np.int64))
-            lt, is_end, kind, ends, attrs = lt[keep], is_end[keep], kind[keep], ends[keep], attrs[keep]
-    # open elements before each tag: the elements it may walk
-    step = np.where(is_end, -1, 1) * ((kind == 0) | (kind == 3) | ((kind == 1) & is_end))
-    total = np.cumsum(step)
-    depth = total - np.minimum(np.minimum.accumulate(total), 0)  # (an unmatched end tag closes nothing)
-    steps = int(depth[:-1].sum())
-    # attributes: a tag of L bytes has fewer than L/2; count them where that could matter
-    length = np.where(is_end | (attrs > 0), 0, ends - lt)
-    if int((length.astype(np.float64) ** 2).sum()) // 8 > MAX_PARSE_STEPS // 10:
-        long_tags = np.flatnonzero(length > 2_000)
-        for i in long_tags.tolist():  # few: data: URIs, inline SVG paths ... and attacks
-            attrs[i] = _distinct_attributes(b, int(lt[i]) + 1, int(ends[i]))
-        length[long_tags] = 0
-        if int((length.astype(np.float64) ** 2).sum()) // 8 > MAX_PARSE_STEPS // 10:  # many mid-size tags
-            before = np.concatenate(([0], np.cumsum(_SEPARATORS[a], dtype=np.int64)))
-            short = length > 0
-            attrs[short] = before[ends[short]] - before[lt[short]]
-    else:
-        attrs = np.maximum(attrs, length // 8)  # (a real attribute takes ~8+ bytes; this part is tiny here)
-    return steps + int((attrs ** 2).sum() // 2)
-
-
-def _distinct_attributes(b: bytes, start: int, end: int) -> int:
-    if end - start > 2_000 and not _SEPARATORS[np.frombuffer(b, np.uint8, end - start, start)].sum() > 1_000:
-        return 1_000  # long but few separators (a data: URI): at most that many attributes
-    return len({t.group().split(b"=")[0].lower() for t in _ATTRIBUTE.finditer(b, start, end)})
-
-
-def _open_quotes(a: np.ndarray, lt: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """Which tags [lt, ends) hold an odd number of '"' or of "'": a quoted value may run past that '>'."""
-    odd = np.zeros(len(lt), dtype=bool)
-    for q in (0x22, 0x27):
-        at = np.flatnonzero(a == q)
-        if len(at):
-            odd |= (np.searchsorted(at, ends) - np.searchsorted(at, lt)) % 2 == 1
-    return odd
-
-
-def _text_spans(a, lt, is_end, key, raw_start, comments, gt) -> np.ndarray:
-    """[start, end) of comments and raw-text element contents, in document order (what starts inside one
-    starts nothing)."""
-    n = len(a)
-    closes = gt[(gt >= 2) & (a[np.maximum(gt - 1, 0)] == 0x2D) & (a[np.maximum(gt - 2, 0)] == 0x2D)]  # "-->"
-    k = np.searchsorted(closes, comments + 4)
-    starts, ends = [comments], [np.where(k < len(closes), closes[np.minimum(k, max(len(closes) - 1, 0))], n)
-                                if len(closes) else np.full(len(comments), n)]
-    for name_key in np.unique(key[raw_start]):
-        ends_of_kind = lt[is_end & (key == name_key)]
-        s = lt[raw_start & (key == name_key)]
-        j = np.searchsorted(ends_of_kind, s)
-        starts.append(s)
-        ends.append(np.where(j < len(ends_of_kind), ends_of_kind[np.minimum(j, max(len(ends_of_kind) - 1, 0))], n)
-                    if len(ends_of_kind) else np.full(len(s), n))
-    starts, ends = np.concatenate(starts), np.concatenate(ends)
-    order = np.argsort(starts, kind="stable")
-    spans, covered = [], -1
-    for s, e in zip(starts[order].tolist(), ends[order].tolist()):
-        if s >= covered:
-            spans.append((s + 1, e))
-            covered = e
-    return np.array(spans, dtype=np.int64).reshape(-1, 2)
-
-
-def _outside(positions: np.ndarray, spans: np.ndarray) -> np.ndarray:
-    """Mask of the positions not inside any of the sorted, disjoint [start, end) spans."""
-    if not len(spans):
-        return np.ones(len(positions), dtype=bool)
-    inside = np.searchsorted(spans[:, 0], positions, side="right") - 1
-    return (inside < 0) | (positions >= spans[np.maximum(inside, 0), 1])
-
-
-def check_budget(html: str, raw: bytes | None = None) -> None:
-    steps = parse_steps(html, raw)
-    if steps > MAX_PARSE_STEPS:
-        raise RecordTooComplex(f"~{steps:,} tree-building steps (deep nesting or many attributes) over the "
-                               f"{MAX_PARSE_STEPS:,} a record may take")
-
-
-# codecs whose bytes can hold '<' or ASCII letters that are not those characters (the budget check then encodes)
+# codecs whose bytes can hold '<' or ASCII letters that are not those characters. (No longer used: page_from_html
+# takes no raw bytes any more; kept while extract/unit.py still passes them.)
 NOT_ASCII_SAFE = ("utf-16", "utf-16-le", "utf-16-be", "utf-8-sig", "iso2022_jp")
 
 
+class RecordTooComplex(ValueError):
+    """A record over the per-record limits: counted as record_too_complex, not parsed."""
+
+
 def page_from_html(html: str, page_url: str, raw: bytes | None = None) -> Page:
-    """raw: the page's bytes when its codec is not in NOT_ASCII_SAFE (the budget check reads them as they are)."""
-    check_budget(html, raw)
+    """The page's <base href>, rel=license link and <img src> tags, parsed by lexbor in the parser process.
+    Raises RecordTooComplex over MAX_PARSE_SECONDS / MAX_PARSE_MEMORY. (raw: unused.)"""
+    # lone surrogates dropped, as selectolax drops them when it encodes a str
+    base, license_url, images = _PARSER.parse(html.encode("utf-8", "ignore"))
+    return Page(url=page_url, base=base, license=license_url,
+                images=[Image(src=src, alt=alt, width=width, height=height) for src, alt, width, height in images])
+
+
+def page_fields(html: bytes) -> tuple:
+    """(base href, license href, [(src, alt, width, height)]) of UTF-8 HTML: what the parser process sends back."""
     tree = LexborHTMLParser(html)
-    page = Page(url=page_url)
     base = tree.css_first("base[href]")
-    if base is not None:
-        page.base = base.attributes.get("href")
+    base_href = base.attributes.get("href") if base is not None else None
+    license_url = None
     for selector in ("link[rel]", "a[rel]"):  # <head> links first, as a WAT lists them
         for node in tree.css(selector):
             href = node.attributes.get("href")
             if href and "license" in (node.attributes.get("rel") or "").lower().split():
-                page.license = href
+                license_url = href
                 break
-        if page.license:
+        if license_url:
             break
+    images = []
     for node in tree.css("img[src]"):
         a = node.attributes
-        page.images.append(Image(src=a.get("src") or "", alt=a.get("alt"), width=a.get("width"),
-                                 height=a.get("height")))
-    return page
+        images.append((a.get("src") or "", a.get("alt"), a.get("width"), a.get("height")))
+    return base_href, license_url, images
+
+
+class _ParserProcess:
+    """lexbor in a child process, one page at a time: the page's UTF-8 bytes go to its stdin, page_fields' result
+    comes back on its stdout. A parse that runs past MAX_PARSE_SECONDS of the child's CPU time is stopped by
+    SIGKILL; the child runs with an address-space limit of its baseline + MAX_PARSE_MEMORY. Started on first use,
+    after a kill and in a forked process (a child belongs to the process that started it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._poller = None
+        self._owner = 0
+        self._child_cpu = -1  # the CPU the child is bound to (-2: binding is not possible here)
+        self._cpu = 0.0  # the child's CPU seconds when it last answered
+        self._ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def parse(self, data: bytes) -> tuple:
+        with self._lock:
+            for attempt in (0, 1):
+                proc = self._child()
+                self._follow(proc.pid)
+                try:
+                    _write_all(proc.stdin.fileno(), struct.pack("<Q", len(data)), data)
+                    break
+                except OSError:  # BrokenPipeError: the child died since the last page (killed from outside)
+                    self._drop()
+                    if attempt:
+                        raise
+            kind, payload = self._reply(proc, len(data))
+            if kind == _OUT_OF_MEMORY:
+                self._drop()  # (a fresh process for the next page: this one's heap is at its limit)
+        if kind == _OK:
+            return marshal.loads(payload)
+        if kind == _OUT_OF_MEMORY:
+            raise RecordTooComplex(f"the parse needed more than its {MAX_PARSE_MEMORY >> 20} MiB of memory "
+                                   f"({payload.decode(errors='replace')})")
+        raise RuntimeError(f"parser process: {payload.decode(errors='replace')}")
+
+    def _follow(self, pid: int) -> None:
+        """Keep the child on the CPU this process runs on: the two take turns, and waking a process on another
+        CPU cost more than the parse of an ordinary page (~130 us a page on a VM, ~70 us so)."""
+        if self._child_cpu == -2:
+            return
+        cpu = _current_cpu()
+        if cpu != self._child_cpu and cpu >= 0:
+            try:
+                os.sched_setaffinity(pid, {cpu})
+            except (OSError, AttributeError):  # not allowed here, or no such call on this system
+                cpu = -2
+            self._child_cpu = cpu
+
+    def _reply(self, proc: subprocess.Popen, size: int) -> tuple[int, bytes]:
+        fd = proc.stdout.fileno()
+        started = time.monotonic()
+        while not self._poller.poll(_POLL_MS):
+            used = self._cpu_seconds(proc.pid) - self._cpu
+            waited = time.monotonic() - started
+            if used > MAX_PARSE_SECONDS or waited > _MAX_PARSE_WALL_SECONDS:
+                self._drop()
+                if used > MAX_PARSE_SECONDS:
+                    raise RecordTooComplex(f"parsing took over {MAX_PARSE_SECONDS:g} s of CPU ({size:,} bytes of "
+                                           f"HTML): stopped")
+                raise RecordTooComplex(f"parsing took over {_MAX_PARSE_WALL_SECONDS:g} s of wall time with "
+                                       f"{used:.1f} s of CPU ({size:,} bytes of HTML): stopped")
+        try:
+            kind, cpu, payload = _read_frame(fd)
+        except EOFError:  # the child died during the parse
+            status = proc.wait()
+            self._drop()
+            if status == -signal.SIGXCPU:  # its own CPU backstop (see _serve)
+                raise RecordTooComplex(f"parsing took over {MAX_PARSE_SECONDS:g} s of CPU: stopped") from None
+            raise RuntimeError(f"the parser process died (exit status {status}) parsing {size:,} bytes of "
+                               f"HTML") from None
+        self._cpu = cpu
+        return kind, payload
+
+    def _cpu_seconds(self, pid: int) -> float:
+        """utime + stime of a process, from /proc (without /proc: the last known value, and only wall time limits
+        a parse)."""
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            return self._cpu
+        fields = stat[stat.rindex(b")") + 2:].split()
+        return (int(fields[11]) + int(fields[12])) / self._ticks
+
+    def _child(self) -> subprocess.Popen:
+        if self._proc is not None:
+            if self._owner == os.getpid():
+                return self._proc
+            self._proc.stdin.close()  # inherited through a fork: the parent's child; only our copies of its pipes go
+            self._proc.stdout.close()
+            self._proc = None
+        # the child imports what this process imports (a Spark worker adds --py-files to sys.path as it runs);
+        # glibc keeps up to 64 MB it freed instead of giving the heap back and faulting it in again for every page
+        # (lexbor frees each document whole: that cost the parser more than the parse itself)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p),
+                   MALLOC_TRIM_THRESHOLD_=str(64 << 20), MALLOC_MMAP_THRESHOLD_=str(32 << 20))
+        code = "import sys; from laion5b_spark.extract.html import _serve; _serve(int(sys.argv[1]), float(sys.argv[2]))"
+        proc = subprocess.Popen([sys.executable, "-c", code, str(MAX_PARSE_MEMORY), str(MAX_PARSE_SECONDS)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, bufsize=0)
+        poller = select.poll()
+        poller.register(proc.stdout.fileno(), select.POLLIN)
+        try:
+            if not poller.poll(_MAX_PARSE_WALL_SECONDS * 1000):
+                raise EOFError
+            _, cpu, _ = _read_frame(proc.stdout.fileno())  # "ready"
+        except EOFError:
+            proc.kill()
+            proc.wait()
+            proc.stdin.close()
+            proc.stdout.close()
+            raise RuntimeError(f"the parser process did not start (exit status {proc.returncode}; its stderr "
+                               f"says why)") from None
+        self._proc, self._poller, self._owner, self._cpu, self._child_cpu = proc, poller, os.getpid(), cpu, -1
+        return proc
+
+    def _drop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+
+    def close(self) -> None:
+        """Stop the parser process (the next page starts a new one)."""
+        with self._lock:
+            if self._proc is not None and self._owner == os.getpid():
+                self._drop()
+            self._proc = None
+
+
+def _cpu_getter():
+    try:
+        import ctypes
+
+        getcpu = ctypes.CDLL(None).sched_getcpu
+        getcpu.restype = ctypes.c_int
+        getcpu()
+        return getcpu
+    except Exception:  # noqa: BLE001 - no glibc/musl: the child is left where the scheduler puts it
+        return lambda: -1
+
+
+_current_cpu = _cpu_getter()
+_PARSER = _ParserProcess()
+atexit.register(_PARSER.close)
+
+
+def _write_all(fd: int, *parts: bytes) -> None:
+    """Write the parts in one system call where the pipe takes them."""
+    done = os.writev(fd, parts)
+    for part in parts:
+        if done >= len(part):
+            done -= len(part)
+            continue
+        view = memoryview(part)[done:]
+        done = 0
+        while view:
+            view = view[os.write(fd, view):]
+
+
+def _read_frame(fd: int) -> tuple[int, float, bytes]:
+    """A reply: (kind, CPU seconds, payload); one read for the usual small one."""
+    head = os.read(fd, 1 << 16)
+    while len(head) < _REPLY.size:
+        more = os.read(fd, 1 << 16)
+        if not more:
+            raise EOFError
+        head += more
+    kind, cpu, n = _REPLY.unpack_from(head)
+    payload = head[_REPLY.size:]
+    return kind, cpu, payload + _read_exactly(fd, n - len(payload)) if len(payload) < n else payload
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _serve(memory_limit: int, cpu_limit: float) -> None:
+    """The parser process: reads pages (8-byte length, then UTF-8 HTML) until its stdin closes, answers each with
+    _REPLY and a marshal of page_fields' result."""
+    import resource
+
+    requests, replies = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # whatever a library prints goes to stderr, not into the replies
+    # die with the parent (Linux; strictly: with the thread that started us); the CPU backstop below, and the end
+    # of stdin, cover the rest
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001
+        pass
+    if memory_limit > 0:
+        try:
+            with open("/proc/self/statm") as f:
+                limit = int(f.read().split()[0]) * resource.getpagesize() + memory_limit
+            hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+            if hard != resource.RLIM_INFINITY:
+                limit = min(limit, hard)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        except (OSError, ValueError):  # no /proc: no memory limit (the CPU limit still holds)
+            pass
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # no core files
+    cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+
+    def reply(kind: int, payload: bytes) -> float:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = ru.ru_utime + ru.ru_stime
+        _write_all(replies, _REPLY.pack(kind, cpu, len(payload)), payload)
+        return cpu
+
+    cpu = reply(_OK, b"")  # ready
+    pending = b""
+    while True:
+        try:
+            while len(pending) < 8:  # the 8-byte length and, usually, the whole page in one read
+                more = os.read(requests, 1 << 16)
+                if not more:
+                    raise EOFError
+                pending += more
+            (n,) = struct.unpack_from("<Q", pending)
+            if len(pending) < 8 + n:
+                pending += _read_exactly(requests, 8 + n - len(pending))
+            data, pending = pending[8:8 + n], pending[8 + n:]
+        except EOFError:
+            return
+        # a backstop should the parent not stop this parse (the kernel sends SIGXCPU)
+        soft = int(cpu) + int(cpu_limit) + 3
+        if cpu_hard == resource.RLIM_INFINITY or soft < cpu_hard:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, cpu_hard))
+        try:
+            kind, payload = _OK, marshal.dumps(page_fields(data))
+        except (MemoryError, SelectolaxError) as exc:  # lexbor fails its parse when an allocation fails
+            kind, payload = _OUT_OF_MEMORY, f"{type(exc).__name__}: {exc}".encode()
+        except Exception as exc:  # noqa: BLE001 - a bug: the record is counted as parse_error
+            kind, payload = _ERROR, f"{type(exc).__name__}: {exc}".encode()
+        data = None
+        cpu = reply(kind, payload)

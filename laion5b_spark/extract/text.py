@@ -4,6 +4,7 @@ Order matters. Raw attribute text (an old-style WAT keeps it as the page wrote i
 HTML5 rules for attribute values (``decode_attribute``). ftfy then sees the text as the page gave it: mojibake
 is often UTF-8 read as Latin-1/cp1252, whose second byte may be a C1 control or a no-break space
 (``Ã\\x97`` is ``×``, ``Ã\\xa0`` is ``à``), so whitespace collapse and control removal come after it, not before.
+ftfy's own control-character removal is off: a control is a space whether or not ftfy ran on the caption.
 ftfy's full fix costs ~35 us per caption - more than the rest of extraction - so it runs only where its own
 badness test (~4 us, non-ASCII text only) says there is mojibake; clean text just gets NFC, which is what ftfy
 would have applied to it.
@@ -18,7 +19,9 @@ from html.entities import html5 as _NAMED
 import ftfy
 from ftfy.badness import is_bad
 
-_FTFY = ftfy.TextFixerConfig(unescape_html=False, explain=False)
+# remove_control_chars=False: ftfy would delete C0 controls and DEL where it runs ("foo\x01bar Ã©té" ->
+# "foobar été") while _collapse makes them spaces where it does not ("foo\x01bar été" -> "foo bar été")
+_FTFY = ftfy.TextFixerConfig(unescape_html=False, explain=False, remove_control_chars=False)
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # Mojibake ftfy can undo is UTF-8 read as Latin-1/cp1252/cp1251/...: it always shows Latin-1 supplement,
 # cp1252 punctuation, Latin Extended or Cyrillic letters. Text without any (CJK, Arabic, Thai, ...) skips the
@@ -41,9 +44,16 @@ _REFERENCE = re.compile(r"&(?:#([xX])([0-9A-Fa-f]+)|#([0-9]+)|([A-Za-z0-9]+))(;?
 
 def decode_attribute(raw: str) -> str:
     """The value an HTML5 tokenizer gives for raw attribute text: newlines normalized, NUL as U+FFFD, character
-    references decoded - where a legacy name without ';' followed by an alphanumeric or '=' is left as it is
-    (``id=7&param=2`` keeps ``&para``), the longest name wins (``&notit;`` is ``&not`` + ``it;``), and numeric
-    references use HTML5's replacement rules. ``html.unescape`` implements the rules for text, not attributes."""
+    references decoded, numeric ones with HTML5's replacement rules. The longest name wins, and a legacy name
+    (one that needs no ';': ``&amp &lt &copy &not &para`` ...) followed by an alphanumeric or '=' is left as it is:
+    ``id=7&param=2`` keeps ``&para``, and ``&notit;`` stays as written (in text, not in an attribute, it would be
+    ``¬it;``). ``html.unescape`` implements the rules for text, not attributes.
+
+    >>> decode_attribute("&notin; &notit; &not; &not!")
+    '∉ &notit; ¬ ¬!'
+    >>> decode_attribute("id=7&param=2&amp;x=&#x80;&#0;")
+    'id=7&param=2&x=€\ufffd'
+    """
     if "\r" in raw:
         raw = raw.replace("\r\n", "\n").replace("\r", "\n")
     if "\x00" in raw:
