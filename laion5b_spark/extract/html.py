@@ -197,18 +197,15 @@ _POLL_MS = 50  # how often the CPU time of a parse that has not answered yet is 
 _REPLY = struct.Struct("<BdQ")  # kind, the child's CPU seconds so far, payload length
 _OK, _OUT_OF_MEMORY, _ERROR = 0, 1, 2
 
-# codecs whose bytes can hold '<' or ASCII letters that are not those characters. (No longer used: page_from_html
-# takes no raw bytes any more; kept while extract/unit.py still passes them.)
-NOT_ASCII_SAFE = ("utf-16", "utf-16-le", "utf-16-be", "utf-8-sig", "iso2022_jp")
 
 
 class RecordTooComplex(ValueError):
     """A record over the per-record limits: counted as record_too_complex, not parsed."""
 
 
-def page_from_html(html: str, page_url: str, raw: bytes | None = None) -> Page:
+def page_from_html(html: str, page_url: str) -> Page:
     """The page's <base href>, rel=license link and <img src> tags, parsed by lexbor in the parser process.
-    Raises RecordTooComplex over MAX_PARSE_SECONDS / MAX_PARSE_MEMORY. (raw: unused.)"""
+    Raises RecordTooComplex over MAX_PARSE_SECONDS / MAX_PARSE_MEMORY."""
     # lone surrogates dropped, as selectolax drops them when it encodes a str
     base, license_url, images = _PARSER.parse(html.encode("utf-8", "ignore"))
     return Page(url=page_url, base=base, license=license_url,

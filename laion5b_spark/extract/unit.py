@@ -12,7 +12,7 @@ from fastwarc.warc import WarcRecord
 from ..accounting import ErrorSamples, Ledger
 from ..job import Unit, UnitContext, UnitResult
 from .archive import FileEvent, RawRecord, iter_records
-from .html import MAX_HTML_BYTES, NOT_ASCII_SAFE, RecordTooComplex, decode_body, page_from_html
+from .html import MAX_HTML_BYTES, RecordTooComplex, decode_body, page_from_html
 from .inputs import InputMissing, InputUnreachable, open_input
 from .page import Page
 from .pairs import PairBuilder
@@ -128,7 +128,7 @@ def _page_from_response(rec: RawRecord) -> Page | None:
     if len(body) > MAX_HTML_BYTES:
         raise RecordTooComplex(f"HTML body over {MAX_HTML_BYTES:,} bytes once its Content-Encoding is undone")
     try:
-        text, codec, _ = decode_body(body, wr.http_charset)
+        text, _, _ = decode_body(body, wr.http_charset)
     except Exception as exc:  # noqa: BLE001
         raise _DecodeFailure(f"{type(exc).__name__}: {exc}") from exc
-    return page_from_html(text, rec.target_uri, raw=None if codec in NOT_ASCII_SAFE else body)
+    return page_from_html(text, rec.target_uri)
