@@ -303,3 +303,254 @@ def test_a_quarter_gib_of_crlf_in_one_member_is_skipped_at_c_speed():
     took = time.perf_counter() - t0
     assert _recs(items) == _recs(records(data)) * 2
     assert took < 4.0, took  # a byte-at-a-time loop took 11-13 s; this is ~0.5 s
+
+
+# --- review 16: framing of members and blocks ---
+
+def _rec(i: int, payload: bytes, term: bytes = b"\r\n\r\n", warc_type: bytes = b"resource") -> bytes:
+    return (b"WARC/1.0\r\nWARC-Type: %s\r\nWARC-Target-URI: http://x/%d\r\nContent-Length: %d\r\n\r\n"
+            % (warc_type, i, len(payload))) + payload + term
+
+
+def _stored_member(payload: bytes, fname_len: int) -> bytes:
+    """One gzip member of stored (uncompressed) deflate blocks whose header carries a file name of fname_len bytes."""
+    import struct
+    import zlib
+
+    blocks = []
+    for k in range(0, len(payload), 65535):
+        piece = payload[k:k + 65535]
+        blocks.append(bytes([k + 65535 >= len(payload)]) + struct.pack("<HH", len(piece), 0xFFFF ^ len(piece)) + piece)
+    return (b"\x1f\x8b\x08\x08\0\0\0\0\0\xff" + b"n" * fname_len + b"\0" + b"".join(blocks)
+            + struct.pack("<II", zlib.crc32(payload), len(payload) & 0xFFFFFFFF))
+
+
+def test_a_member_filling_the_output_cap_exactly_at_a_feed_boundary_is_framed_not_a_crash():
+    # review 16 #2: when one inflate step ended exactly at max_member_bytes + MAX_HEADER with no input left over,
+    # nothing was handed on; the next step asked zlib for max_length=0 (no limit), the one after for a negative
+    # length: ValueError out of iter_records, the whole unit failed
+    import zlib
+
+    from laion5b_spark.extract.archive import MAX_HEADER
+
+    max_record = 1
+    cap = max_record + MAX_HEADER  # decompressed bytes the member layer holds before handing a member on in pieces
+    header = b"WARC/1.0\r\nWARC-Type: resource\r\nContent-Length: %d\r\n\r\n" % 10 ** 12
+    payload = header + b"x" * (cap + 40_000 - len(header))
+    hits = 0
+    for feed in (8192, 16384):  # compressed bytes per inflate step (2x the member layer's running member size)
+        for fname_len in range(feed - 40, feed + 40):  # stored blocks inflate byte for byte: one of these lands
+            member = _stored_member(payload, fname_len)  # exactly on the cap after a whole number of feeds
+            d, out = zlib.decompressobj(31), 0
+            for k in range(0, len(member), feed):
+                out += len(d.decompress(member[k:k + feed]))
+                if out >= cap:
+                    break
+            if out != cap or d.unconsumed_tail:
+                continue
+            hits += 1
+            items = list(iter_records(io.BytesIO(member), max_record))
+            assert [(type(i).__name__, i.reason) for i in items] == [("FileEvent", "corrupt_record")], fname_len
+            assert "exceeds max_record_bytes" in items[0].message
+    assert hits >= 2  # the layout this test is about was built (for each feed size)
+
+
+def _timed_records(data: bytes, max_record: int = 1 << 20):
+    import time
+
+    t0 = time.perf_counter()
+    items = list(iter_records(io.BytesIO(data), max_record))
+    return items, time.perf_counter() - t0
+
+
+def test_gzip_magic_junk_is_searched_in_linear_time():
+    # review 16 #3: each 1f 8b 08 got a trial inflate of up to 64 KB (zlib walks a header's file name byte by byte):
+    # 64 KiB of 1f 8b 08 08 took 0.16 s, ~5 s/MB; after one corrupt member the rest of the file is searched
+    good = [gzip.compress(_rec(i, b"payload %d" % i), mtime=0) for i in range(3)]
+    bad = bytearray(good[1])
+    bad[20] ^= 0xFF
+    junk = b"".join([b"\x1f\x8b\x08\x08" * 250_000,  # a file name that never ends
+                     b"\x1f\x8b\x08\x10" * 40_000,  # a comment that never ends
+                     b"\x1f\x8b\x08\x04\xff\xff" * 30_000,  # a 64 KiB extra field
+                     b"\x1f\x8b\x08\x0c\x00\x00\x00\x00\x00\xff\x00\x00" * 20_000])  # empty extra, then a name
+    want = [("resource", "http://x/0", b"payload 0"), ("resource", "http://x/2", b"payload 2")]
+    # the resync search after a corrupt member
+    items, took = _timed_records(good[0] + bytes(bad) + junk + good[2])
+    assert _recs(items) == want
+    assert [e.reason for e in items if isinstance(e, FileEvent)] == ["corrupt_gzip"]
+    assert took < 2.0, took  # ~1.7 MB of junk: ~5 s before
+    # the search for the first record of a file that starts with junk (within its first MiB)
+    items, took = _timed_records(junk[:900_000] + good[0] + good[2])
+    assert _recs(items) == [want[0], want[1]]
+    assert [(e.reason, e.offset) for e in items if isinstance(e, FileEvent)] == [("corrupt_record", 0)]
+    assert took < 2.0, took
+
+
+def _peak_compressed_buffer(monkeypatch, data: bytes, max_record: int = 32 << 20):
+    """(items, the most compressed bytes the member layer held at once)."""
+    from laion5b_spark.extract import archive
+
+    peak = 0
+    fill = archive._Input.fill
+
+    def spy(self, need_until):
+        nonlocal peak
+        fill(self, need_until)
+        peak = max(peak, len(self.buf))
+
+    monkeypatch.setattr(archive._Input, "fill", spy)
+    items = list(iter_records(io.BytesIO(data), max_record))
+    return items, peak
+
+
+def test_compressed_input_stays_bounded_in_a_long_member_and_in_a_long_resync_search(monkeypatch):
+    # review 16 #4: inside one long member (a whole file gzipped) the compressed buffer was never trimmed: it held
+    # the whole member, and growing it by += copied it again per MiB read (100 MB: 2.9 s, 1 GB: minutes)
+    import os
+
+    from zlib_ng import zlib_ng as zlib
+
+    recs = [_rec(i, os.urandom(100_000)) for i in range(120)]
+    c = zlib.compressobj(1, zlib.DEFLATED, 31)
+    whole = c.compress(b"".join(recs)) + c.flush()  # ~12 MB in one member
+    items, peak = _peak_compressed_buffer(monkeypatch, whole)
+    assert [r.target_uri for r in items] == [f"http://x/{i}" for i in range(120)]
+    assert peak < 6_000_000, peak  # was the whole 12 MB
+    # the search for the next record's member after a corrupt one: 12 MB of junk without a gzip magic
+    good = [gzip.compress(_rec(i, b"p%d" % i), mtime=0) for i in range(3)]
+    bad = bytearray(good[1])
+    bad[20] ^= 0xFF
+    items, peak = _peak_compressed_buffer(monkeypatch, good[0] + bytes(bad) + b"\x00" * 12_000_000 + good[2])
+    assert [r.target_uri for r in items if isinstance(r, RawRecord)] == ["http://x/0", "http://x/2"]
+    assert peak < 6_000_000, peak
+
+
+def test_a_record_whose_block_ends_in_crlf_is_not_cut_when_its_terminator_is_split_or_short():
+    # review 16 #5: a request block ends in CRLF CRLF; when the CRLF CRLF after it was split by a gzip member
+    # boundary, started the next member, or was missing (a plain file without terminators), the framer took the
+    # block's own CRLFs for the terminator: the payload lost 2-4 bytes and a corrupt_record was counted
+    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    r0, r1 = _rec(0, req, warc_type=b"request"), _rec(1, req, warc_type=b"request")
+    want = [("request", "http://x/0", req), ("request", "http://x/1", req)]
+    layouts = {
+        "member boundary inside the terminator": gzip.compress(r0[:-2], mtime=0) + gzip.compress(r0[-2:] + r1,
+                                                                                                  mtime=0),
+        "terminator starts the next member": gzip.compress(r0[:-4], mtime=0) + gzip.compress(r0[-4:] + r1, mtime=0),
+        "each terminator its own member": b"".join(gzip.compress(p, mtime=0) for p in (r0[:-4], r0[-4:], r1[:-4],
+                                                                                          r1[-4:])),
+        "gzip, no terminators": gzip.compress(r0[:-4], mtime=0) + gzip.compress(r1[:-4], mtime=0),
+        "plain, no terminators": r0[:-4] + r1[:-4],
+        "plain, short terminators": r0[:-2] + r1[:-3],
+    }
+    for name, data in layouts.items():
+        items = records(data)
+        assert _recs(items) == want, name
+        assert not [i for i in items if isinstance(i, FileEvent)], name
+
+
+def test_a_content_length_into_the_terminator_is_settled_by_the_block_digest():
+    # the one case the terminator cannot settle: a block ending in CRLF followed by a short terminator reads the
+    # same as a Content-Length a few bytes too large; warcio and Common Crawl write WARC-Block-Digest, which can
+    members = _members(_pages_warc(2))  # request, response, ... (warcio: digests, CRLF CRLF after each record)
+    want = _recs(records(b"".join(members)))
+    for extra in (1, 2, 3):
+        cl = len(members[0].partition(b"\r\n\r\n")[2]) - 4
+        bad = [_with_content_length(members[0], cl + extra)] + members[1:]  # a request: its block ends in CRLF
+        for layout in (b"".join(bad), b"".join(gzip.compress(m, mtime=0) for m in bad)):
+            items = records(layout)
+            assert _recs(items) == want, extra
+            assert [e.reason for e in items if isinstance(e, FileEvent)] == ["corrupt_record"]
+
+
+def _embedded_archive(n: int) -> bytes:
+    """A .warc.gz of n records of random bytes: deflate stores them, WARC headers and all, in the clear."""
+    import random
+
+    rng = random.Random(3)
+    return b"".join(gzip.compress(_rec(100 + i, rng.randbytes(3000)), 6, mtime=0) for i in range(n))
+
+
+def test_a_truncated_record_holding_an_archive_gives_no_records_from_inside_it():
+    # review 16 #6: the search for a header inside a block did not check for a line start: a truncated file whose
+    # last record holds a .warc.gz (deflate stores random-looking records in the clear) gave the outer record cut to
+    # 15 bytes and every embedded record as a top-level record, each with a corrupt_record
+    outer = [_rec(0, b"a" * 100), _rec(1, b"b" * 100), _rec(2, _embedded_archive(40))]
+    full = _recs(records(b"".join(outer)))
+    assert [u for _, u, _ in full] == ["http://x/0", "http://x/1", "http://x/2"]
+    per_record = [gzip.compress(r, 6, mtime=0) for r in outer]
+    layouts = {"gzip per record": (b"".join(per_record), len(per_record[0]) + len(per_record[1]), len(per_record[2])),
+               "whole-file gzip": (gzip.compress(b"".join(outer), 6, mtime=0), 0, None),
+               "plain": (b"".join(outer), len(outer[0]) + len(outer[1]), len(outer[2]))}
+    for name, (data, first, size) in layouts.items():
+        for frac in (0.3, 0.5, 0.9):
+            cut = first + int((size or len(data)) * frac) if size else int(len(data) * frac)
+            items = records(data[:cut])
+            got = _recs(items)
+            assert [u for _, u, _ in got][:2] == ["http://x/0", "http://x/1"], (name, frac)
+            assert [u for _, u, _ in got][2:] in ([], ["http://x/2"]), (name, frac)  # the cut record, or nothing
+            if len(got) == 3:
+                assert full[2][2].startswith(got[2][2]) and len(got[2][2]) > 1000, (name, frac)
+            assert [e.reason for e in items if isinstance(e, FileEvent)] == ["truncated_file"], (name, frac)
+
+
+def test_a_header_inside_a_block_counts_only_at_a_line_start():
+    # a too-large Content-Length: the next real header ends the record, not "WARC/1.0" in the middle of a line
+    inner = b"<pre>see WARC/1.0\r\nWARC-Type: resource\r\nContent-Length: 3\r\n\r\nabc</pre>"
+    recs = [_rec(0, inner), _rec(1, b"next")]
+    head, sep, rest = recs[0].partition(b"\r\n\r\n")
+    recs[0] = head.replace(b"Content-Length: %d" % len(inner), b"Content-Length: %d" % (len(inner) + 300)) + sep + rest
+    for data in (b"".join(recs), gzip.compress(b"".join(recs), mtime=0)):
+        items = records(data)
+        assert _recs(items) == [("resource", "http://x/0", inner), ("resource", "http://x/1", b"next")]
+        assert [e.reason for e in items if isinstance(e, FileEvent)] == ["corrupt_record"]
+
+
+def test_a_whole_record_in_a_member_that_never_ends_is_kept():
+    # review 16 #8: a member whose deflate stream lost its final block holds a whole record (right Content-Length,
+    # CRLF CRLF); it was dropped with only a corrupt_gzip event
+    from zlib_ng import zlib_ng as zlib
+
+    def unfinished(data: bytes) -> bytes:  # BFINAL lost: a sync flush, no final block, no trailer
+        c = zlib.compressobj(6, zlib.DEFLATED, -15)
+        return b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+
+    import random
+
+    rng = random.Random(4)
+    for size in (100, 20_000, 200_000):
+        recs = [_rec(0, b"a" * 100), _rec(1, bytes(rng.choices(b"abcdefgh ", k=size))), _rec(2, b"c" * 100)]
+        members = [gzip.compress(r, 6, mtime=0) for r in recs]
+        members[1] = unfinished(recs[1])
+        items = records(b"".join(members))
+        assert _recs(items) == _recs(records(b"".join(recs))), size
+        assert [(e.reason, e.offset) for e in items if isinstance(e, FileEvent)] == [
+            ("corrupt_gzip", len(members[0]))], size
+
+
+def test_a_member_whose_crc_fails_keeps_none_of_its_records():
+    # its data was altered somewhere yet inflated on in step (here a stored block): a whole-looking record in it is
+    # no evidence, unlike one before a structural error
+    recs = [_rec(0, b"a" * 100), _rec(1, b"b" * 100), _rec(2, b"c" * 100)]
+    members = [gzip.compress(r, 0, mtime=0) for r in recs]  # level 0: stored blocks, bytes in the clear
+    at = members[1].index(b"http://x/1") + 7
+    members[1] = members[1][:at] + b"y" + members[1][at + 1:]  # the record now names http://y/1
+    items = records(b"".join(members))
+    assert [r.target_uri for r in items if isinstance(r, RawRecord)] == ["http://x/0", "http://x/2"]
+    assert [(e.reason, "incorrect data check" in e.message) for e in items if isinstance(e, FileEvent)] == [
+        ("corrupt_gzip", True)]
+
+
+def test_a_long_file_name_in_the_first_member_is_not_junk_before_it():
+    # review 16 #9: a first member whose header (a 10,000-byte file name) is longer than what the reader peeks
+    # (8 KiB for open()) got "0 bytes before the first gzip member skipped"
+    import zlib
+
+    body = b"".join(_rec(i, b"hello") for i in range(2))
+    name = b"n" * 10_000
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    member = (b"\x1f\x8b\x08\x08\0\0\0\0\0\xff" + name + b"\0" + c.compress(body) + c.flush()
+              + __import__("struct").pack("<II", zlib.crc32(body), len(body)))
+    for data in (member, member + gzip.compress(_rec(2, b"x"), mtime=0)):
+        items = list(iter_records(io.BufferedReader(io.BytesIO(data), 8192), 1 << 20))
+        assert not [i for i in items if isinstance(i, FileEvent)]
+        assert [r.target_uri for r in items][:2] == ["http://x/0", "http://x/1"]

@@ -21,18 +21,29 @@ its own record:
 * a gzip member whose data starts a WARC record is a known record start: a pending record never extends past
   its member when the next member starts a record (a too-large Content-Length ends with its member);
 * a record must be followed by another header (or by the end of the data): when it is not, a header inside its
-  declared block (at a line start, parsing as a whole header block) ends it there - plain and whole-file gzip;
+  declared block ends it there - one right after a CRLF CRLF and parsing as a whole header block; one elsewhere
+  in a line only when the declared end lands in something that is no header. Where the data ends inside a record
+  (a truncated file) only the first kind counts, and a record that starts the gzip member the file ends in is
+  kept as cut: what its block holds (an archived .warc.gz, say) is its own, not records;
+* a block ending in CR/LF with a short or split CRLF CRLF after it reads the same as a Content-Length 1-3 bytes
+  too large: the WARC-Block-Digest decides when there is one, else the Content-Length is trusted; a record that
+  ends where its gzip member ends waits for the next member, which may hold the rest of its CRLF CRLF;
 * a member that zlib keeps inflating past where its data stops looking like WARC (damaged data need not raise:
   it can inflate, without a CRC check, to the end of the file) is cut at the next member that starts a record;
+  the whole records it inflated to before that (each followed by its CRLF CRLF) are kept;
 * junk before a header, or before the first record of a file, is skipped to the next header that parses.
 
 Each such repair is one ``corrupt_record`` / ``corrupt_gzip`` event; a record repaired from its member or the next
-header is still yielded. Scans are linear (a quarter GiB of CR/LF padding takes a fraction of a second).
+header is still yielded. Scans are linear: a quarter GiB of CR/LF padding takes a fraction of a second; junk
+dense with gzip magics (each one's header parsed here, at most 1 KiB of its data inflated) costs at most ~0.3 s
+per MB to search; the compressed input held is a few MiB, however long a member or a search.
 """
 
 from __future__ import annotations
 
+import base64
 import bisect
+import hashlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
@@ -80,7 +91,7 @@ def iter_records(f: BinaryIO, max_record_bytes: int) -> Iterator[RawRecord | Fil
         return
     if head.startswith(b"filedesc://"):
         yield FileEvent("unsupported_format", 0, f"legacy ARC file (starts with {head!r})", head)
-    elif head[:3] == GZIP_MAGIC and _inflates_to_record(_peek(f, _TRIAL), 0):
+    elif head[:3] == GZIP_MAGIC and _starts_record_member(_peek(f, _TRIAL), 0, _TRIAL, first=True):
         yield from _frame(_gzip_members(f, max_record_bytes), max_record_bytes, plain=False)
     elif head[:10] in _VERSION_LINES or head.startswith(b"WARC/0."):  # (0.17, 0.18: pre-ISO WARC)
         yield from _frame(_plain_chunks(f), max_record_bytes, plain=True)
@@ -94,7 +105,9 @@ def iter_records(f: BinaryIO, max_record_bytes: int) -> Iterator[RawRecord | Fil
             yield FileEvent("unsupported_format", 0, f"not a WARC/WAT file (starts with {head!r}, no record in "
                                                      f"its first {len(window)} bytes)", head)
         elif gz:
-            yield FileEvent("corrupt_record", 0, f"{start} bytes before the first gzip member skipped", window[:200])
+            if start:  # (0: a first member whose header is longer than the reader peeked)
+                yield FileEvent("corrupt_record", 0, f"{start} bytes before the first gzip member skipped",
+                                window[:200])
             yield from _frame(_gzip_members(f, max_record_bytes, start), max_record_bytes, plain=False)
         else:  # the framer skips the junk as one corrupt_record
             yield from _frame(_plain_chunks(f), max_record_bytes, plain=True)
@@ -130,24 +143,69 @@ class _Prefixed:
         return data
 
 
-_TRIAL = 65536  # compressed bytes a trial inflate may read: a gzip header may carry a long name or extra field
+# A gzip magic found by searching is checked by parsing its header here and inflating at most _TRIAL_DEFLATE
+# bytes of its data, so each costs O(1): junk dense with magics (1f 8b 08 every 3 bytes) is searched in linear
+# time. (zlib walks a header's file name byte by byte: a trial inflate per magic was ~5 s per MB of such junk.)
+_TRIAL = 65536  # the longest file name or comment accepted in the header of a file's first member
+_MAX_NAME = 1024  # ... in a member found by searching (a writer that sets one names a file: < 256 bytes)
+_TRIAL_DEFLATE = 1024  # deflate bytes a trial reads: a dynamic block header is < 300 bytes, then "WARC/1."
+_PROBE = 12 + 0xFFFF + 2 * (_MAX_NAME + 1) + 2 + _TRIAL_DEFLATE  # compressed bytes a check of a found magic reads
 
 
-def _inflates_to_record(buf: bytes, q: int) -> bool:
-    """Whether the gzip member at buf[q] starts a WARC record (not magic bytes that happen to be in the data)."""
-    d = zlib.decompressobj(31)
+def _member_data_start(buf, q: int, max_name: int) -> int:
+    """Where the deflate data of the gzip member whose header starts at buf[q] begins; -1 when that is no gzip
+    header (reserved flag bits set, a file name or comment over max_name bytes) or it does not end in buf."""
+    n = len(buf)
+    if q + 10 >= n:
+        return -1
+    flags = buf[q + 3]
+    if flags & 0xE0:
+        return -1
+    h = q + 10
+    if flags & 4:  # FEXTRA: a 2-byte length, then that many bytes
+        if h + 2 > n:
+            return -1
+        h += 2 + (buf[h] | buf[h + 1] << 8)
+    for flag in (8, 16):  # FNAME, FCOMMENT: zero-terminated
+        if flags & flag:
+            z = buf.find(b"\0", h, h + max_name + 1)
+            if z < 0:
+                return -1
+            h = z + 1
+    if flags & 2:  # FHCRC
+        h += 2
+    return h if h < n else -1
+
+
+def _starts_record_member(buf, q: int, max_name: int = _MAX_NAME, first: bool = False) -> bool:
+    """Whether the gzip member at buf[q] starts a WARC record (not magic bytes that happen to be in the data). The
+    first member of a file may also be one that ends before "WARC/1." does (empty, or the start of a header that
+    the next member goes on with)."""
+    h = _member_data_start(buf, q, max_name)
+    if h < 0:
+        return False
+    block_type = buf[h] >> 1 & 3
+    if block_type == 3:  # reserved: zlib would fail at once
+        return False
+    if block_type == 0 and h + 5 <= len(buf):  # stored: LEN, NLEN, then the bytes themselves
+        length = buf[h + 1] | buf[h + 2] << 8
+        if length ^ (buf[h + 3] | buf[h + 4] << 8) != 0xFFFF:
+            return False
+        if length >= 7:
+            return buf[h + 5:h + 12] == b"WARC/1."
+    d = zlib.decompressobj(-15)
     try:
-        out = d.decompress(memoryview(buf)[q:q + _TRIAL], 16)
+        out = d.decompress(buf[h:h + _TRIAL_DEFLATE], 7)
     except zlib.error:
         return False
-    return out.startswith(b"WARC/1.")
+    return out == b"WARC/1." or first and d.eof and b"WARC/1.".startswith(out)
 
 
 def _first_record(window: bytes) -> tuple[int, bool]:
     """(offset, gzip?) of the first record start in window: a member starting a record, or a plain header."""
     k, member = 0, -1
     while (g := window.find(GZIP_MAGIC, k)) >= 0:
-        if _inflates_to_record(window, g):
+        if _starts_record_member(window, g, _TRIAL, first=True) if g == 0 else _starts_record_member(window, g):
             member = g
             break
         k = g + 1
@@ -162,7 +220,7 @@ class _Input:
 
     def __init__(self, f: BinaryIO):
         self.f = f
-        self.buf = b""
+        self.buf = bytearray()  # (grown in place: += on bytes copied it all per read)
         self.start = 0  # file offset of buf[0]
         self.eof = False
 
@@ -177,34 +235,29 @@ class _Input:
 
     def drop_before(self, offset: int) -> None:
         cut = offset - self.start
-        if cut > READ_SIZE:  # compact rarely: slicing copies the rest
-            self.buf = self.buf[cut:]
+        if cut > READ_SIZE:  # compact now and then, not per call
+            del self.buf[:cut]
             self.start = offset
-
-    def find_magic(self, offset: int) -> int:
-        """File offset of the next gzip header at or after ``offset``, or -1."""
-        while True:
-            i = self.buf.find(GZIP_MAGIC, offset - self.start)
-            if i >= 0:
-                return self.start + i
-            if self.eof:
-                return -1
-            self.fill(self.start + len(self.buf) + READ_SIZE)
 
     def find_record_member(self, offset: int, before: int = -1) -> int:
         """File offset of the next gzip member that starts a WARC record, at or after ``offset`` (and before
-        ``before``, a position inside what is buffered, when given); -1 if none."""
+        ``before``, a position inside what is buffered, when given); -1 if none. Without ``before`` it reads on
+        to the end of the file, dropping what it has searched."""
         k = max(offset, self.start)
         while True:
-            if before < 0:
-                q = self.find_magic(k)
-            else:
-                i = self.buf.find(GZIP_MAGIC, k - self.start, before - self.start + len(GZIP_MAGIC) - 1)
-                q = self.start + i if i >= 0 else -1
-            if q < 0 or 0 <= before <= q:
-                return -1
-            self.fill(q + _TRIAL)
-            if _inflates_to_record(self.buf, q - self.start):
+            i = self.buf.find(GZIP_MAGIC, k - self.start, len(self.buf) if before < 0 else
+                              before - self.start + len(GZIP_MAGIC) - 1)
+            if i < 0:
+                if before >= 0 or self.eof:
+                    return -1
+                k = max(k, self.start + len(self.buf) - len(GZIP_MAGIC) + 1)
+                self.drop_before(k)
+                self.fill(self.start + len(self.buf) + READ_SIZE)
+                continue
+            q = self.start + i
+            if not self.eof and q + _PROBE > self.start + len(self.buf):
+                self.fill(q + _PROBE)
+            if _starts_record_member(self.buf, q - self.start):
                 return q
             k = q + 1
 
@@ -224,6 +277,7 @@ def _gzip_members(f: BinaryIO, max_member_bytes: int, start: int = 0) -> Iterato
     src = _Input(f)
     pos = start
     avg = 4096  # adaptive feed size: ~2x a member, so zlib's copy of unused input stays small
+    cap = max_member_bytes + MAX_HEADER  # decompressed bytes held before a member is handed on in pieces
     while True:
         src.fill(pos + 1)
         if pos >= src.start + len(src.buf):
@@ -234,22 +288,25 @@ def _gzip_members(f: BinaryIO, max_member_bytes: int, start: int = 0) -> Iterato
         out_len = 0  # bytes in parts
         handed = 0  # bytes of this member handed on before parts
         p = pos
-        error = None
+        error, failed_at = None, pos
         state, expect = _HEAD, 0
-        scanned = pos + 1  # compressed bytes of this member before here were searched for a record's member
+        scanned = pos + 1  # compressed bytes of this member before here were searched for a record's member ...
+        found = -1  # ... and the first one found there (a search runs before bytes not yet searched are dropped)
         resync = -1
         while not d.eof:
-            step = max(4096, 2 * avg)
+            step = min(max(4096, 2 * avg), READ_SIZE)  # (bounded: one huge member must not make later steps huge)
             src.fill(p + step)
-            chunk = memoryview(src.buf)[p - src.start: p - src.start + step]
-            if not len(chunk):
+            at = p - src.start
+            if at >= len(src.buf):
                 break  # EOF inside the member
             try:
-                out = d.decompress(chunk, max_member_bytes + MAX_HEADER - out_len)
+                with memoryview(src.buf) as view, view[at:at + step] as chunk:  # (released: buf may grow)
+                    out = d.decompress(chunk, cap - out_len)  # (out_len < cap: a limit of 0 means none)
+                    used = len(chunk) - len(d.unconsumed_tail)
             except zlib.error as exc:
-                error = str(exc)
+                error, failed_at = str(exc), min(p + step, src.start + len(src.buf))
                 break
-            p += len(chunk) - len(d.unconsumed_tail)
+            p += used
             parts.append(out)
             out_len += len(out)
             if d.eof:
@@ -257,16 +314,20 @@ def _gzip_members(f: BinaryIO, max_member_bytes: int, start: int = 0) -> Iterato
             if state != _FINE:  # a member that stops looking like WARC may be damaged data zlib inflates on
                 if state != _SUSPECT:
                     state, expect = _member_state(parts, handed, out_len, state, expect)
-                if state == _SUSPECT:
-                    resync = src.find_record_member(scanned, p)
-                    if resync >= 0:
-                        break
+                if state == _SUSPECT or p - scanned > _HOLD:
+                    if found < 0:
+                        found = src.find_record_member(scanned, p)
                     scanned = max(scanned, p - len(GZIP_MAGIC) + 1)
-            if d.unconsumed_tail:  # a huge member (a whole file in one): hand it on in pieces
+                    if state == _SUSPECT and found >= 0:
+                        resync = found
+                        break
+            if state == _FINE:
+                scanned = p  # a member of several records: a header follows its first record; never searched
+            if d.unconsumed_tail or out_len >= cap:  # a huge member (a whole file in one): hand it on in pieces
                 yield ("more" if piece else "part"), pos, b"".join(parts)
                 handed += out_len
                 parts, out_len, piece = [], 0, True
-                src.drop_before(min(p, scanned))  # keep the compressed buffer bounded inside a long member too
+            src.drop_before(min(p, scanned))  # keep the compressed buffer bounded inside a long member too
         if pos == start and parts and parts[0].startswith(b"filedesc://"):
             yield "gap", pos, FileEvent("unsupported_format", pos, "legacy ARC file (gzip)", parts[0][:64])
             return
@@ -277,24 +338,74 @@ def _gzip_members(f: BinaryIO, max_member_bytes: int, start: int = 0) -> Iterato
             src.drop_before(end)
             pos = end
             continue
+        src.fill(pos + 64)
+        excerpt = bytes(src.buf[pos - src.start:pos - src.start + 64]) if pos >= src.start else b""
+        # the whole records it holds before the damage are kept - not when its CRC or length is wrong: then its
+        # data was altered somewhere and inflated on in step
+        keep = not piece and not (error or "").endswith(("incorrect data check", "incorrect length check"))
+        if keep and error is not None and pos >= src.start:  # zlib dropped what the failing step inflated
+            parts = [_inflate_before_error(bytes(src.buf[pos - src.start:failed_at - src.start]), cap)]
         if resync >= 0:
             error = "its data stops looking like WARC and it runs on past the start of the next record's member"
-        elif error is None:  # input ended before the member did: a truncated file, or a damaged member
-            resync = src.find_record_member(max(scanned, pos + 1))
-            if resync < 0:
-                yield "cut", pos, b"".join(parts)
-                return
-            error = "it inflates without an error past the start of the next record's member, to the end of the file"
         else:
-            resync = src.find_record_member(pos + 1)
-        src.fill(pos + 64)
-        excerpt = bytes(src.buf[max(0, pos - src.start): pos - src.start + 64])
+            resync = found if found >= 0 else src.find_record_member(max(scanned, pos + 1))
+            if error is None:  # input ended before the member did: a truncated file, or a damaged member
+                if resync < 0:
+                    yield "cut", pos, b"".join(parts)
+                    return
+                error = "it inflates without an error past the start of the next record's member, to the end of " \
+                        "the file"
+        if keep and parts:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            if whole := _whole_records(data):
+                yield "part", pos, data[:whole]
         msg = f"{error}; resynced at offset {resync}" if resync >= 0 else f"{error}; nothing readable after it"
         yield "gap", pos, FileEvent("corrupt_gzip", pos, msg, excerpt)
         if resync < 0:
             return
         src.drop_before(resync)
         pos = resync
+
+
+_HOLD = 4 * READ_SIZE  # compressed bytes of an undecided member held unsearched at most
+
+
+def _inflate_before_error(data: bytes, limit: int) -> bytes:
+    """What the gzip member in data inflates to before the byte where zlib finds it corrupt (at most limit bytes).
+    zlib drops what a failing call inflated: the input is bisected, each half tried on a copy of the state, so
+    the member is inflated about twice in all."""
+    d, out, got = zlib.decompressobj(31), [], 0
+    lo, hi = 0, len(data)  # data[:lo] is inflated; data[lo:hi] holds the failing byte
+    while lo < hi and got < limit:
+        mid = (lo + hi + 1) // 2
+        trial = d.copy()
+        try:
+            piece = trial.decompress(data[lo:mid], limit - got)
+        except zlib.error:
+            if mid == lo + 1:
+                break
+            hi = mid
+            continue
+        out.append(piece)
+        got += len(piece)
+        d, lo = trial, mid
+        if trial.eof or trial.unconsumed_tail:
+            break
+    return b"".join(out)
+
+
+def _whole_records(data: bytes) -> int:
+    """Length of the run of whole records at the start of data, each followed by its CRLF CRLF and its block
+    digest right where it has one: what is kept of a damaged member (what zlib inflated past the damage, or past
+    the member's end, is not)."""
+    i = 0
+    while data[i:i + 10] in _VERSION_LINES:
+        rec = _parse_header(data, i, 0)
+        if type(rec) is not RawRecord or not data.startswith(b"\r\n\r\n", rec.payload_end) or \
+                _digest_matches(data[i:rec.payload_start], data[rec.payload_start:rec.payload_end]) is False:
+            break
+        i = rec.payload_end + 4
+    return i
 
 
 def _member_state(parts: list[bytes], handed: int, out_len: int, state: int, expect: int) -> tuple[int, int]:
@@ -371,7 +482,9 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
     """Records from the decompressed stream; a record's offset is its member's (gzip) or its own (plain)."""
     buf = b""
     marks: list[int] = []  # buf index where each chunk starts ...
-    offs: list[int] = []  # ... and that chunk's file offset
+    offs: list[int] = []  # ... and that chunk's file offset ...
+    heads: list[bool] = []  # ... and whether it begins its gzip member
+    last_off = -1  # the previous chunk's offset (gzip: pieces of one member share one)
     pending: list[bytes] = []  # chunks held back until a long record is complete (joined once, not per chunk)
     pending_len = 0
     want = 0  # buf length the record at buf[0] needs
@@ -383,6 +496,11 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
     def offset_of(i: int) -> int:
         k = bisect.bisect_right(marks, i) - 1
         return offs[k] + (i - marks[k] if plain else 0)
+
+    def starts_cut_member(i: int) -> bool:
+        """Whether buf[i] is the first byte of the gzip member the file ends in."""
+        k = bisect.bisect_right(marks, i) - 1
+        return cut and not plain and marks[k] == i and heads[k] and offs[k] == offs[-1]
 
     def cut_record(rec: RawRecord, i: int, end: int, why: str):
         """The record at buf[i] ends at buf[end] (CRLF CRLF before it trimmed), not where its header says."""
@@ -438,8 +556,11 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
                     want = need - i  # the rest of the record is in later chunks
                     return i
                 # its declared end is out of reach (the data ends, or it is over the limit): a header inside it
-                # means the Content-Length is wrong
-                kind, h = _next_header(buf, start, min(end, n), n, final)
+                # (after a CRLF CRLF: records inside a block, e.g. an archived .warc.gz, are no evidence) means the
+                # Content-Length is wrong. Not so for a record that starts the gzip member the file ends in: it
+                # runs on past the cut, and what its block holds is its own
+                kind, h = ("none", n) if final and starts_cut_member(i) else \
+                    _next_header(buf, start, min(end, n), n, final, after_terminator=True)
                 if kind == "wait":
                     want = n - i + 1
                     return i
@@ -459,26 +580,38 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
             j = _skip_crlf(buf, end, n)
             if j == end + 4 and (j >= n or buf.startswith(b"WARC/", j)) and buf.startswith(b"\r\n\r\n", end):
                 pass  # the usual case: CRLF CRLF, then the next header or the end of the data
-            elif plain and j >= n and not final:
-                want = n - i + 1  # see what follows it before trusting its Content-Length
+            elif j >= n and not final:
+                want = n - i + 1  # see what follows it (the next gzip member may go on with its CRLF CRLF)
                 return i
             elif j < n and n - j < 5 and not final and b"WARC/".startswith(buf[j:]):
                 want = n - i + 5  # a header may be starting at the very end
                 return i
             else:
                 # Not CRLF CRLF then a header: a header inside its block means the Content-Length is too large
-                # (writers leave stray newlines after blocks: without a header inside, those are kept as they are)
-                kind, h = _next_header(buf, start, end, n, final)
+                # (writers leave stray newlines after blocks: without a header inside, those are kept as they are):
+                # one after a CRLF CRLF; one elsewhere in a line only when the declared end lands in something that
+                # is no header, or the block digest says the declared block is wrong. A digest that says it is
+                # right settles it
+                kind, h = _next_header(buf, start, end, n, final, after_terminator=True)
+                line_start = kind == "found"
+                if kind == "none":
+                    kind, h = _next_header(buf, start, end, n, final)
                 if kind == "wait":
                     want = n - i + 1
                     return i
                 if kind == "found":
-                    yield from cut_record(rec, i, h, "runs into the next record")
-                    i = h
-                    continue
+                    digest = _digest_matches(buf[i:start], buf[start:end])
+                    if digest is False or digest is None and (
+                            line_start or j < n and not buf.startswith(b"WARC/", j)):
+                        yield from cut_record(rec, i, h, "runs into the next record")
+                        i = h
+                        continue
                 ends = buf.startswith(b"WARC/", j) if j < n else member_end  # a record starts at j, or none
-                if j - end < 4 and ends and j - 4 >= start and buf.startswith(b"\r\n\r\n", j - 4):
-                    # the block ran into the CRLF CRLF that ends every record: its Content-Length is a few bytes long
+                if j - end < 4 and ends and j - 4 >= start and buf.startswith(b"\r\n\r\n", j - 4) and \
+                        _digest_matches(buf[i:start], buf[start:j - 4]) is True:
+                    # a block that ends in CR/LF with a short CRLF CRLF after it, or a Content-Length a few bytes
+                    # long that runs into the CRLF CRLF: the same bytes. The block digest says it is the second;
+                    # without one the Content-Length is trusted
                     yield from cut_record(rec, i, j, "runs into the CRLF CRLF after the block")
                     i = j
                     continue
@@ -490,14 +623,20 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
             i = j
 
     for kind, off, data in chunks:
-        if kind == "gap":
+        head = not plain and (kind in ("data", "part") or off != last_off)  # the chunk begins a gzip member
+        last_off = off
+        if kind == "gap":  # what buf holds ends here: whole records come out, a record cut short is counted
+            if pending:
+                buf = b"".join([buf, *pending])
+            i = (yield from scan(final=True)) if buf else 0
             if garbage:
                 if garbage[3]:
                     yield _garbage_event(garbage)
                 garbage = None
-            if buf.strip(b"\r\n") or pending:
-                yield FileEvent("corrupt_record", offset_of(0), "record cut short by a corrupt gzip member", buf[:200])
-            buf, marks, offs, pending, pending_len, want, skip = b"", [], [], [], 0, 0, 0
+            if buf[i:].strip(b"\r\n"):
+                yield FileEvent("corrupt_record", offset_of(i), "record cut short by a corrupt gzip member",
+                                buf[i:i + 200])
+            buf, marks, offs, heads, pending, pending_len, want, skip = b"", [], [], [], [], 0, 0, 0
             yield data
             continue
         if kind == "data" and not plain and not buf and not want and not skip and garbage is None:
@@ -519,7 +658,7 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
                 rec = _parse_header(buf, 0, offset_of(0))
                 if isinstance(rec, RawRecord) and rec.payload_end > len(buf):
                     yield from cut_record(rec, 0, len(buf), "runs past its gzip member")
-                    buf, marks, offs = b"", [], []
+                    buf, marks, offs, heads = b"", [], [], []
                 want = 0
             skip = 0
         if skip:
@@ -527,14 +666,17 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
             skip -= n
             data = data[n:]
             off += n if plain else 0
+            head = head and not n
         if want and len(buf) + pending_len + len(data) < want and not cut:
             marks.append(len(buf) + pending_len)
             offs.append(off)
+            heads.append(head)
             pending.append(data)
             pending_len += len(data)
             continue
         marks.append(len(buf) + pending_len)
         offs.append(off)
+        heads.append(head)
         if pending:
             buf = b"".join([buf, *pending, data])
             pending, pending_len = [], 0
@@ -545,6 +687,7 @@ def _frame(chunks: Iterator[_Chunk], max_record_bytes: int, plain: bool) -> Iter
         if i:
             k = bisect.bisect_right(marks, i) - 1
             offs = [offs[k] + (i - marks[k] if plain else 0)] + offs[k + 1:]
+            heads = [heads[k] and marks[k] == i] + heads[k + 1:]
             marks = [0] + [m - i for m in marks[k + 1:]]
             buf = buf[i:]
     if pending:
@@ -573,10 +716,12 @@ def _garbage_event(g: list) -> FileEvent:
     return FileEvent("corrupt_record", g[0], f"{g[1]} bytes without a WARC header skipped", g[2])
 
 
-def _next_header(buf: bytes, k: int, stop: int, n: int, final: bool) -> tuple[str, int]:
+def _next_header(buf: bytes, k: int, stop: int, n: int, final: bool,
+                 after_terminator: bool = False) -> tuple[str, int]:
     """The next WARC header starting in buf[k:stop] (its block may run on to buf[n]): ("found", i) for a version
-    line and a header block that parses with a valid Content-Length; ("wait", i) for a candidate that needs more
-    data; ("none", i): none, and i is where a header straddling the end of the data could still begin.
+    line and a header block that parses with a valid Content-Length (and, if after_terminator, right after a CRLF
+    CRLF); ("wait", i) for a candidate that needs more data; ("none", i): none, and i is where a header straddling
+    the end of the data could still begin.
     Linear: a candidate whose block does not parse is skipped whole, and a stretch without a block end is searched
     once."""
     searched = -1  # no CRLF CRLF starts in buf[..searched)
@@ -586,6 +731,9 @@ def _next_header(buf: bytes, k: int, stop: int, n: int, final: bool) -> tuple[st
             return "none", (stop if final or stop < n else max(k, n - 6))
         if c >= stop:
             return "none", stop
+        if after_terminator and (c < 4 or not buf.startswith(b"\r\n\r\n", c - 4)):
+            k = c + 1
+            continue
         if n - c < 10:
             if final:
                 return "none", n
@@ -618,6 +766,21 @@ def _version_line(buf: bytes, lo: int, end: int) -> int:
             return c
         lo = c + 1
     return -1
+
+
+def _digest_matches(header: bytes, block: bytes) -> bool | None:
+    """Whether the header block's WARC-Block-Digest (sha1:BASE32, as Common Crawl and warcio write it; other
+    hashlib algorithms, base32 or hex) is that of block; None without one (or one that cannot be read)."""
+    value = _header_value(header, header.lower(), b"\r\nwarc-block-digest:")
+    algorithm, _, encoded = (value or b"").partition(b":")
+    try:
+        digest = hashlib.new(algorithm.decode("ascii").lower().replace("-", ""), block).digest()
+        encoded = encoded.strip().decode("ascii")
+        if len(encoded) == 2 * len(digest):
+            return bytes.fromhex(encoded) == digest
+        return base64.b32decode(encoded.upper() + "=" * (-len(encoded) % 8)) == digest
+    except (ValueError, TypeError):  # (no digest, an unknown algorithm, not base32 or hex: no evidence)
+        return None
 
 
 def _header_value(h: bytes, hl: bytes, name: bytes) -> bytes | None:
