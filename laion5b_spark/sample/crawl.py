@@ -117,14 +117,17 @@ def _entity_images(site: int, page: int, image_host: str) -> list[str]:
     return [f'<img src="{src}" alt="{r.choice(alts)}">' for src in r.sample(srcs, r.randint(1, 3))]
 
 
-def make_page(rng: random.Random, site: int, page: int, image_host: str = IMAGE_HOST) -> tuple[str, dict, bytes]:
-    """(url, http headers, body bytes) of one generated page."""
+def make_page(rng: random.Random, site: int, page: int, image_host: str = IMAGE_HOST,
+              demo_images: bool = True) -> tuple[str, dict, bytes]:
+    """(url, http headers, body bytes) of one generated page. ``demo_images``: also the recurring, shape and
+    entity images the demo and tests need (each from its own generator: without them the page is otherwise the
+    same, with the composition bench/extract was calibrated on against a real WAT)."""
     charset, declared, lang = rng.choice(_ENCODINGS)
     host = f"site{site}.example.org"
     url = f"http://{host}/articles/{page}.html"
     use_base = rng.random() < 0.2
     imgs = (_repeated_images(site, page, image_host) + _shape_images(site, page, image_host)
-            + _entity_images(site, page, image_host))
+            + _entity_images(site, page, image_host)) if demo_images else []
     n = rng.randint(0, 20)
     for k in range(n):
         src = f"{image_host}/img/{site}/{page}/{k}.jpg"
@@ -333,9 +336,10 @@ def warc_to_wat(warc_path: str, wat_path: str, vary_key_order: bool = False, see
 
 def make_sample_crawl(out_dir: str, files: int = 4, pages_per_file: int = 150, seed: int = 0,
                       image_host: str = IMAGE_HOST, vary_key_order: bool = False, progress=None,
-                      wat_style: str = "decoded") -> dict:
+                      wat_style: str = "decoded", demo_images: bool = True) -> dict:
     """Write ``files`` WARC files and their WAT files in Common Crawl's layout, plus both path manifests.
     ``wat_style``: ``decoded`` (Common Crawl since June 2019) or ``raw`` attribute text (before).
+    ``demo_images``: see make_page (bench/extract turns them off).
     ``progress(line)``: called after each file with files done, pages/s and an ETA."""
     rng = random.Random(seed)
     warcs, wats = [], []
@@ -347,8 +351,8 @@ def make_sample_crawl(out_dir: str, files: int = 4, pages_per_file: int = 150, s
         wat_rel = f"{seg}/wat/{name}.warc.wat.gz"
         for rel in (warc_rel, wat_rel):
             os.makedirs(os.path.join(out_dir, os.path.dirname(rel)), exist_ok=True)
-        pages = [make_page(rng, site=rng.randint(0, 60), page=i * pages_per_file + j, image_host=image_host)
-                 for j in range(pages_per_file)]
+        pages = [make_page(rng, site=rng.randint(0, 60), page=i * pages_per_file + j, image_host=image_host,
+                           demo_images=demo_images) for j in range(pages_per_file)]
         write_warc(os.path.join(out_dir, warc_rel), pages)
         warc_to_wat(os.path.join(out_dir, warc_rel), os.path.join(out_dir, wat_rel), vary_key_order, seed + i,
                     wat_style)
