@@ -86,12 +86,18 @@ DEFAULTS: dict = {
         "pretrained": "laion2b_s34b_b79k",  # an open_clip tag, a checkpoint path (.safetensors/.pt), or "" (random)
         "threshold": 0.28,  # LAION-5B English, ViT-B/32 (LAION-400M used 0.30)
         "multilingual_model": "",  # e.g. "xlm-roberta-base-ViT-B-32" for non-English rows; "" = clip.model
+        # "open_clip": multilingual_model is an open_clip model with its own image tower; "mclip": a
+        # sentence-transformers text model (hub id or folder, e.g. sentence-transformers/clip-ViT-B-32-multilingual-v1)
+        # scored against clip.model's images, as LAION-5B did (multilingual_pretrained must then be "")
+        "multilingual_kind": "open_clip",
         "multilingual_pretrained": "",
         "multilingual_threshold": 0.26,
+        "nolang_threshold": 0.26,  # rows whose language is "nolang": LAION-5B's laion1B-nolang bucket
         "english": ["en"],  # languages clip.model scores when a multilingual model is set
         "batch_size": 256,  # images per model call (the GPU batch)
-        "read_rows": 1024,  # images rows read and decoded at once: bounds a task's memory
+        "read_rows": 1024,  # images rows read at once (whole row groups, one chunk read ahead): bounds memory
         "decode_threads": 8,
+        "gpu_decode": False,  # true: JPEGs decoded (nvJPEG) and resized on the GPU; a batch it refuses goes to CPU
         # per clip task, as a stage-level resource profile (standalone/YARN/K8s; ignored in local mode):
         # 0 = the cluster's spark.task.resource.gpu.amount / spark.task.cpus, which suit the CPU stages
         "task_gpus": 0.0,  # e.g. 0.5: two clip tasks share a GPU

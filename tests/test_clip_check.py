@@ -187,6 +187,7 @@ def test_the_pipeline_profiles_offline_fail_fast_in_one_line(profile, hf_cache, 
     assert msg.startswith("clip.pretrained = 'openai' for ViT-B-32: its weights are not in the local cache")
     if profile == "laion5b":  # with ViT-B-32/openai cached, the multilingual model's weights are next
         cache(hf_cache, "timm/vit_base_patch32_clip_224.openai", "open_clip_model.safetensors")
-        assert settings.multilingual_model == "xlm-roberta-base-ViT-B-32"
-        assert refused(settings).startswith("clip.multilingual_pretrained = 'laion5b_s13b_b90k' for "
-                                            "xlm-roberta-base-ViT-B-32: its weights are not in the local cache")
+        assert (settings.multilingual_kind, settings.multilingual_model) == \
+            ("mclip", "sentence-transformers/clip-ViT-B-32-multilingual-v1")
+        assert refused(settings).startswith("clip.multilingual_model = 'sentence-transformers/clip-ViT-B-32-"
+                                            "multilingual-v1': the model is not in the local HF cache")

@@ -124,3 +124,35 @@ def test_a_rewritten_images_file_is_scored_again_in_its_units_place(spark, image
     scored = Lake(str(lake)).table("scored").read_arrow(columns=["uid", "status"])
     assert dict(zip(*(scored.column(c).to_pylist() for c in ("uid", "status"))))[3] == "scored"
     assert clip(lake) == 0 and Lake(str(lake)).runs("clip")[-1]["units"]["to_run"] == 0  # nothing left
+
+
+def test_the_laion5b_profile_scores_all_three_buckets_offline_from_local_folders(spark, tmp_path, monkeypatch):
+    """conf/pipeline/laion5b.toml as shipped (mclip for multilingual and nolang rows), with its models pointed at
+    local folders: the project's tiny CLIP and a tiny mclip model in the sentence-transformers layout."""
+    from tiny_models import build_tiny_mclip
+
+    from laion5b_spark.index.job import _clip_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    mclip_dir = build_tiny_mclip(tmp_path / "tiny-mclip", 64)
+    rows, _ = images_rows(120, 3, 0)
+    langs = (["en", "de", "nolang", "ja"] * 30)[:120]
+    rows = rows.set_column(rows.schema.get_field_index("language"), "language", pa.array(langs))
+    lake = tmp_path / "lake"
+    write_pairs(Lake(str(lake)), {"shard-a": rows}, table="images")
+    profile = os.path.join(os.path.dirname(os.path.dirname(__file__)), "conf", "pipeline", "laion5b.toml")
+    assert ClipJob().main(["--lake", str(lake), "--config", profile, "--set", "clip.model=l5s-tiny",
+                           "--set", f"clip.pretrained={ASSET}.safetensors",
+                           "--set", f"clip.multilingual_model={mclip_dir}", "--set", "clip.batch_size=32",
+                           "--set", "run.commit_interval_s=0.5"]) == 0
+    scored = Lake(str(lake)).table("scored").read_arrow().sort_by("uid")
+    model = dict(zip(scored.column("uid").to_pylist(), scored.column("model").to_pylist()))
+    status = dict(zip(scored.column("uid").to_pylist(), scored.column("status").to_pylist()))
+    for uid, lang in enumerate(langs):
+        if status[uid] == "scored":
+            assert model[uid] == ("l5s-tiny/l5s-tiny-shapes.safetensors" if lang == "en" else "mclip:tiny-mclip")
+    meta = Lake(str(lake)).table("scored").meta()
+    assert meta["clip.multilingual_kind"] == "mclip" and meta["clip.nolang_threshold"] == 0.26
+    # one image tower: the index of clip.model takes the mclip rows too
+    clip_cfg = _clip_model(Lake(str(lake)), {"clip": {}}, "main")
+    assert clip_cfg["labels"] == ("l5s-tiny/l5s-tiny-shapes.safetensors", "mclip:tiny-mclip")

@@ -10,14 +10,15 @@ JPEGs, half coloured shapes and half photo-like (smooth colour fields plus noise
 does not depend on them. bf16 autocast on cuda, fp32 on cpu (models.ClipModel).
 
 Per model it reports:
-  end to end      img/s of read_rows + Scorer.score over the whole table (decode pool, batching, both towers,
+  end to end      img/s of iter_row_chunks + Scorer.score_tables over the whole table (decode pool, batching, both towers,
                   fp16 embedding columns), after one warm-up call
   GPU busy        nvidia-smi's utilization.gpu (share of time a kernel ran) sampled every 200 ms during the end
                   to end pass; also model time share = (images / model-alone rate) / end-to-end seconds
   decode          what one decode thread does per image (JPEG decode, RGB, resize + crop to the model's input:
-                  score._decode) on one thread (img/s per core) and on the --decode-threads pool
-  model alone     pre-decoded uint8 batches -> normalize on device -> encode_image + tokenize + encode_text,
-                  synchronized (what Scorer._encode does, without the decode)
+                  the decode pool's work) on one thread (img/s per core) and on the --decode-threads pool
+  model alone     pre-decoded uint8 batches on the device and pre-tokenized captions -> normalize ->
+                  encode_image + encode_text (the device's share of Scorer._launch)
+  gpu decode      with --gpu-decode, the end to end pass again with clip.gpu_decode (nvJPEG + resize on the device)
   limit           decode or model, whichever is slower alone; "main thread" when end to end stays under 80% of
                   that bound (Arrow columns, tokenizer, the first batch of each call waiting for its decode)
 and, when decode is the limit, how many CPU cores per GPU the target needs (targets: >= 6,000 img/s ViT-B-32 and
@@ -135,10 +136,34 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def bench_model(name: str, lake: str, device: str, args) -> dict:
+def _decode_one(data: bytes, clip):
+    """What a decode thread does per image: JPEG decode, RGB, resize + crop to the model's input (uint8)."""
+    import io
+
+    from PIL import Image
+
+    return clip.prepare(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def _end_to_end(scorer, images, entries, args, device) -> tuple[int, float, float | None]:
+    """What a clip task does with its images files: whole row groups read ahead, Scorer.score_tables."""
     import torch
 
-    from laion5b_spark.clip import score as score_mod
+    gpu_index = torch.device(device).index or 0
+    with GpuBusy(gpu_index) if device.startswith("cuda") else _NoBusy() as busy:
+        busy.mark()
+        t = time.perf_counter()
+        scored = 0
+        for e in entries:
+            chunks = images.iter_row_chunks(e.path, args.read_rows, COLUMNS, read_ahead=True)
+            for _, out in scorer.score_tables(chunks):
+                scored += out.num_rows
+        _sync(device)
+        seconds = time.perf_counter() - t
+    return scored, seconds, busy.fraction()
+
+
+def bench_model(name: str, lake: str, device: str, args) -> dict:
     from laion5b_spark.clip.score import ClipSettings, Scorer
     from laion5b_spark.lake import Lake
 
@@ -146,8 +171,9 @@ def bench_model(name: str, lake: str, device: str, args) -> dict:
     entries = images.entries()
     n = sum(e.rows for e in entries)
     t = time.perf_counter()
-    scorer = Scorer(ClipSettings(model=name, pretrained="", threshold=0.0, batch_size=args.batch_size,
-                                 decode_threads=args.decode_threads), device)
+    settings = ClipSettings(model=name, pretrained="", threshold=0.0, batch_size=args.batch_size,
+                            decode_threads=args.decode_threads)
+    scorer = Scorer(settings, device)
     load_s = time.perf_counter() - t
     clip = scorer.main
     print(f"{name}: loaded on {device} in {load_s:.1f} s", flush=True)
@@ -156,66 +182,73 @@ def bench_model(name: str, lake: str, device: str, args) -> dict:
     first = images.read_rows(entries[0].path, 0, min(entries[0].rows, args.batch_size * 2), COLUMNS)
     scorer.score(first)
     _sync(device)
-
-    # end to end: what a clip task does with its images file(s)
-    gpu_index = torch.device(device).index or 0
-    with GpuBusy(gpu_index) if device.startswith("cuda") else _NoBusy() as busy:
-        busy.mark()
-        t = time.perf_counter()
-        scored = 0
-        for e in entries:
-            for start in range(0, e.rows, args.read_rows):
-                rows = images.read_rows(e.path, start, min(start + args.read_rows, e.rows), COLUMNS)
-                out = scorer.score(rows)
-                scored += out.num_rows
-        _sync(device)
-        e2e_s = time.perf_counter() - t
+    scored, e2e_s, busy = _end_to_end(scorer, images, entries, args, device)
     assert scored == n
+    gpu_decode = None
+    if args.gpu_decode and device.startswith("cuda"):  # the same pass with nvJPEG decoding on the device
+        dev = Scorer(ClipSettings(**{**settings.__dict__, "gpu_decode": True}), device)
+        dev.score(first)
+        _sync(device)
+        g_n, g_s, g_busy = _end_to_end(dev, images, entries, args, device)
+        gpu_decode = {"img_per_s_end_to_end": round(g_n / g_s, 1), "gpu_busy_fraction": g_busy,
+                      "active": dev.gpu_decoder is not None}
+        dev.close()
 
     # decode + resize alone: the function the pool runs, on one thread and on the pool
     sample = images.read_rows(entries[0].path, 0, min(entries[0].rows, args.decode_sample), ["jpg"])
     jpgs = sample.column("jpg").to_pylist()
     t = time.perf_counter()
     for b in jpgs:
-        score_mod._decode(b, clip, False)
+        _decode_one(b, clip)
     per_core = len(jpgs) / (time.perf_counter() - t)
     with ThreadPoolExecutor(args.decode_threads) as pool:
         t = time.perf_counter()
-        list(pool.map(lambda b: score_mod._decode(b, clip, False), jpgs * max(1, args.decode_threads // 2)))
+        list(pool.map(lambda b: _decode_one(b, clip), jpgs * max(1, args.decode_threads // 2)))
         pool_rate = len(jpgs) * max(1, args.decode_threads // 2) / (time.perf_counter() - t)
 
-    # model alone: pre-decoded uint8 batches (a few distinct ones, rotated), both towers, as Scorer._encode does
+    # model alone: pre-decoded uint8 batches already on the device and pre-tokenized captions, both towers
+    import numpy as np
+    import torch
+
     texts = images.read_rows(entries[0].path, 0, len(jpgs), ["text"]).column("text").to_pylist()
-    prepared = [score_mod._decode(b, clip, False)[1] for b in jpgs]
-    batches = [(prepared[i:i + args.batch_size], texts[i:i + args.batch_size])
-               for i in range(0, len(prepared) - args.batch_size + 1, args.batch_size)] or [(prepared, texts)]
+    prepared = np.stack([_decode_one(b, clip) for b in jpgs])
+    batches = [(torch.from_numpy(prepared[i:i + args.batch_size]).to(device), clip.tokenize(texts[i:i + args.batch_size]))
+               for i in range(0, len(prepared) - args.batch_size + 1, args.batch_size)] \
+        or [(torch.from_numpy(prepared).to(device), clip.tokenize(texts))]
     steps = max(len(batches), min(args.model_steps, -(-n // args.batch_size)))
     for px, tx in batches[:2]:
-        (clip.encode_images(clip.pixels(px)) * clip.encode_texts(tx)).sum(-1).cpu()
+        (clip.encode_pixels(px) * clip.encode_tokens(tx)).sum(-1)
     _sync(device)
     t, done = time.perf_counter(), 0
     for k in range(steps):
         px, tx = batches[k % len(batches)]
-        (clip.encode_images(clip.pixels(px)) * clip.encode_texts(tx)).sum(-1).cpu()  # .cpu(): as _encode reads it
+        (clip.encode_pixels(px) * clip.encode_tokens(tx)).sum(-1)
         done += len(px)
     _sync(device)
     model_rate = done / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for k in range(0, len(texts), args.batch_size):
+        clip.tokenize(texts[k:k + args.batch_size])
+    tokenize_us = 1e6 * (time.perf_counter() - t) / max(1, len(texts))
+    scorer.close()
 
     e2e = n / e2e_s
     target = TARGETS.get(name)
     bound = min(pool_rate, model_rate)
     limit = "decode" if pool_rate < model_rate else "model"
-    if e2e < 0.8 * bound:  # neither side explains it: the task's main thread (Arrow, tokenizer, unoverlapped waits)
+    if e2e < 0.8 * bound:  # neither side explains it: the task's main thread (Arrow, launches, unoverlapped waits)
         limit = "main thread"
     r = {"images": n, "load_seconds": round(load_s, 1), "img_per_s_end_to_end": round(e2e, 1),
          "end_to_end_seconds": round(e2e_s, 2),
-         "gpu_busy_fraction": busy.fraction(), "model_time_share": round(min(1.0, (n / model_rate) / e2e_s), 3),
+         "gpu_busy_fraction": busy, "model_time_share": round(min(1.0, (n / model_rate) / e2e_s), 3),
          "decode_img_per_s_per_core": round(per_core, 1), "decode_img_per_s_pool": round(pool_rate, 1),
          "model_img_per_s": round(model_rate, 1), "bound_img_per_s": round(bound, 1),
+         "tokenize_us_per_caption": round(tokenize_us, 1),
          "efficiency": round(e2e / bound, 3), "limit": limit, "target_img_per_s": target,
          "meets_target": (e2e >= target) if target else None,
          # cores of decode the target needs at one thread's rate (threads scale at best linearly)
-         "cores_per_gpu_for_target": round(target / per_core, 1) if target else None}
+         "cores_per_gpu_for_target": round(target / per_core, 1) if target else None,
+         "gpu_decode": gpu_decode}
     return r
 
 
@@ -253,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--read-rows", type=int, default=1024, help="rows per read_rows + score call (clip.read_rows)")
     ap.add_argument("--decode-sample", type=int, default=1024, help="images timed for decode and model alone")
     ap.add_argument("--model-steps", type=int, default=64, help="at most this many batches for model alone")
+    ap.add_argument("--gpu-decode", action="store_true", help="also the end to end pass with clip.gpu_decode")
     ap.add_argument("--json", help="write the report here")
     args = ap.parse_args(argv)
 
@@ -284,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"model time {100 * r['model_time_share']:.0f}% | decode {r['decode_img_per_s_per_core']:,.0f} "
                   f"img/s per core, {r['decode_img_per_s_pool']:,.0f} on {args.decode_threads} threads | model "
                   f"alone {r['model_img_per_s']:,.0f} img/s | limit: {r['limit']}", flush=True)
+            if r["gpu_decode"]:
+                g = r["gpu_decode"]
+                gb = f"{100 * g['gpu_busy_fraction']:.0f}%" if g["gpu_busy_fraction"] is not None else "n/a"
+                print(f"  with clip.gpu_decode: {g['img_per_s_end_to_end']:,.0f} img/s end to end | GPU busy {gb}",
+                      flush=True)
             if r["target_img_per_s"]:
                 verdict = "meets" if r["meets_target"] else "misses"
                 line = f"  target {r['target_img_per_s']:,} img/s per H100 end to end: {verdict} it on {device}"

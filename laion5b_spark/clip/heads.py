@@ -63,6 +63,23 @@ class WatermarkModel:
         self.mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         self.std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
+    @property
+    def input_spec(self) -> tuple[tuple[int, ...], torch.dtype]:
+        return (self.size, self.size, 3), torch.uint8
+
+    def prepare(self, image):
+        """In a decode thread: the image squashed to size x size, uint8 H x W x 3 (normalized on the device)."""
+        import numpy as np
+
+        return np.asarray(image.convert("RGB").resize((self.size, self.size)), dtype=np.uint8)
+
+    @torch.inference_mode()
+    def score_prepared(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch of ``prepare`` outputs on the device -> pwatermark, float32: the arithmetic of ``pixels`` and
+        ``__call__``, batched on the device."""
+        x = batch.permute(0, 3, 1, 2).float().div_(255)
+        return self(x)
+
     def pixels(self, image) -> torch.Tensor:
         """PIL image -> 3 x size x size float tensor in [0, 1] (normalized in ``__call__``)."""
         import numpy as np
@@ -72,7 +89,8 @@ class WatermarkModel:
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        x = ((batch - self.mean) / self.std).to(self.device)
+        batch = batch.to(self.device)
+        x = (batch - self.mean.to(batch.device)) / self.std.to(batch.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             logits = self.net(x)
         return torch.softmax(logits.float(), dim=1)[:, self.cls]

@@ -21,6 +21,7 @@ from ..job import Unit, UnitContext, UnitJob, UnitResult
 from ..lake import Lake, LakeError
 from ..resources import TaskResources
 from ..schemas import DATASET, SCORED
+from . import models
 from .device import task_device
 from .models import check_loadable
 from .score import ClipSettings, Scorer
@@ -81,12 +82,12 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
         errors = ctx.errors
         scorer, device = _worker_scorer(settings.score)
         images = ctx.lake.table(self.input_table)
-        step = settings.read_rows
+        # whole row groups, read one chunk ahead in a thread while the scorer works
+        chunks = images.iter_row_chunks(unit.source, settings.read_rows, _COLUMNS, read_ahead=True)
         scored, dataset = [], []
         ledger = Ledger("clip", rows_in=unit.rows)
-        for start in range(0, unit.rows, step):
-            rows = images.read_rows(unit.source, start, min(start + step, unit.rows), _COLUMNS)
-            s = scorer.score(rows)
+        done = 0
+        for rows, s in scorer.score_tables(chunks):
             scored.append(s)
             passed = pc.fill_null(s.column("passed"), False)
             keep = rows.filter(passed)
@@ -105,7 +106,8 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
             if n_below:
                 ledger.drop("below_threshold", n_below)
             ledger.rows_out += keep.num_rows
-            ctx.progress(start + rows.num_rows)
+            done += rows.num_rows
+            ctx.progress(done)
         out = pa.concat_tables(scored) if scored else SCORED.empty_table()
         release = pa.concat_tables(dataset) if dataset else DATASET.empty_table()
         info = {"scored": int(pc.sum(pc.equal(out.column("status"), "scored").cast(pa.int64())).as_py() or 0),
@@ -147,15 +149,23 @@ class ClipJobSettings:
         return {"clip.model": s.model, "clip.pretrained": s.pretrained, "clip.threshold": s.threshold,
                 "clip.multilingual_model": s.multilingual_model,
                 "clip.multilingual_pretrained": s.multilingual_pretrained,
-                "clip.multilingual_threshold": s.multilingual_threshold}
+                "clip.multilingual_kind": s.multilingual_kind,
+                "clip.multilingual_threshold": s.multilingual_threshold,
+                "clip.nolang_threshold": s.nolang_threshold, "clip.english": list(s.english)}
 
 
 def _worker_scorer(settings: ClipSettings) -> tuple[Scorer, str]:
-    """One Scorer per Python worker and device (Spark reuses workers: the model loads once)."""
+    """One Scorer per Python worker and device (Spark reuses workers: the model loads once). Another run's settings
+    in the same worker free the models of the Scorer they replace before loading theirs."""
     device = task_device()
     key = (settings, device)
     state = getattr(_local, "state", None)
     if state is None or state[0] != key:
+        if state is not None:
+            _local.state = None
+            state[1].close()
+            del state
+            models.evict(device)
         if device == "cpu":  # a CPU task owns spark.task.cpus cores, not the whole machine
             from pyspark import TaskContext
 

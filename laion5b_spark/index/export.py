@@ -27,9 +27,11 @@ IDS_SCHEMA = pa.schema([
 SOURCES = ("dataset", "scored")  # index the release (rows that passed) or every scored row
 
 
-def export_part(lake: Lake, layout: BuildLayout, part: Part, source: str, model: str, names: list[str]) -> dict:
+def export_part(lake: Lake, layout: BuildLayout, part: Part, source: str, model: str | tuple[str, ...],
+                names: list[str]) -> dict:
     """Write one part's embeddings and ids for the modalities ``names``, each followed by its receipt (the
-    part's ledger and row count). Rows are those of CLIP model ``model`` (``scored.model``) and ``source``."""
+    part's ledger and row count). Rows are those of CLIP model ``model`` (``scored.model``; several labels when
+    their image embeddings share one tower: clip.model and an mclip text tower) and ``source``."""
     scored = lake.table("scored").read_file(part.scored_path, columns=["uid", "status", "model", "passed",
                                                                        "similarity", "image_embedding",
                                                                        "text_embedding"])
@@ -38,7 +40,8 @@ def export_part(lake: Lake, layout: BuildLayout, part: Part, source: str, model:
     is_scored = pc.equal(status, "scored")
     for reason in ("no_image", "decode_error"):
         _count(ledger.fail, reason, pc.equal(status, reason))
-    mine = pc.and_(is_scored, pc.equal(scored.column("model"), model))
+    labels = pa.array([model] if isinstance(model, str) else list(model), pa.string())
+    mine = pc.and_(is_scored, pc.fill_null(pc.is_in(scored.column("model"), value_set=labels), False))
     _count(ledger.drop, "other_model", pc.and_(is_scored, pc.invert(mine)))
     keep = mine
     if source == "dataset":

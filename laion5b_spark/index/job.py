@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..accounting import Ledger, ledgers_from_dict, sum_ledgers
-from ..clip.label import model_label
+from ..clip.label import model_label, mclip_label
 from ..config import ConfigError
 from ..exchange import OnSpark, tagged
 from ..job import EXIT_OK, Job, SparkProgress
@@ -133,7 +133,7 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
                 run.spark(spark)
             with SparkProgress(spark.sparkContext, log, float(cfg["run"]["progress_interval_s"]), run) if spark \
                     else contextlib.nullcontext() as progress:
-                receipts = _export(spark, lake, layout, parts, todo_parts, settings.source, clip["label"],
+                receipts = _export(spark, lake, layout, parts, todo_parts, settings.source, clip["labels"],
                                    needed[0], progress)
                 export = sum_ledgers([ledgers_from_dict(r["counts"]) for r in receipts]).get("index", Ledger("index"))
                 for p in stale:
@@ -187,7 +187,7 @@ def _remove_stale_builds(lake: Lake, keep: dict[str, set]) -> None:
 
 
 def _export(spark, lake: Lake, layout: BuildLayout, parts: list[Part], todo: list[tuple[Part, list[str]]],
-            source: str, model: str, ledger_of: str, progress) -> list[dict]:
+            source: str, model: str | tuple[str, ...], ledger_of: str, progress) -> list[dict]:
     """Export what is missing (one Spark task per part); every part's receipt, in part order."""
     if todo:
         lake_ref, build = lake.ref, layout.build
@@ -261,6 +261,10 @@ def _clip_model(lake: Lake, cfg: dict, which: str) -> dict:
         raise ConfigError(f"index.model = {which!r}: choose main or multilingual")
     recorded = lake.table("scored").meta()  # the clip stage records its models in the table it writes
     c = {k.split(".", 1)[1]: v for k, v in recorded.items() if k.startswith("clip.")} or cfg["clip"]
+    mclip = c.get("multilingual_kind") == "mclip" and c.get("multilingual_model")
+    if which == "multilingual" and mclip:
+        raise ConfigError("index.model = multilingual, but the clip run's multilingual model is an mclip text tower "
+                          "on clip.model's images: index.model = main indexes every row (one image tower)")
     model, pretrained = (c["model"], c["pretrained"]) if which == "main" else \
         (c.get("multilingual_model"), c.get("multilingual_pretrained"))
     if not model:
@@ -268,7 +272,9 @@ def _clip_model(lake: Lake, cfg: dict, which: str) -> dict:
     label = model_label(model, pretrained)
     if pretrained and os.path.exists(pretrained):
         pretrained = os.path.abspath(pretrained)
-    return {"model": model, "pretrained": pretrained or "", "label": label}
+    # the labels whose image embeddings come from this tower: an mclip text tower scores clip.model's images
+    labels = (label, mclip_label(c["multilingual_model"])) if mclip else (label,)
+    return {"model": model, "pretrained": pretrained or "", "label": label, "labels": labels}
 
 
 def _near_duplicates(spark, lake: Lake, layout: BuildLayout, near_cfg: dict, run_id: str, progress, log) -> Ledger:

@@ -76,6 +76,8 @@ def thresholds(lake: Lake) -> dict[str, float]:
             out = {f"threshold ({c.get('model', 'clip')})": float(c["threshold"])}
             if c.get("multilingual_model") and "multilingual_threshold" in c:
                 out[f"multilingual ({c['multilingual_model']})"] = float(c["multilingual_threshold"])
+                if "nolang_threshold" in c and float(c["nolang_threshold"]) != float(c["multilingual_threshold"]):
+                    out[f"nolang ({c['multilingual_model']})"] = float(c["nolang_threshold"])
             return out
     return {}
 
