@@ -65,6 +65,9 @@ case "$role:$action" in
       *) echo "unknown option $1" >&2; exit 2;; esac; done
     opts=(--cores "$cores" --work-dir "$work" --webui-port "$ui")
     [ -n "$memory" ] && opts+=(--memory "$memory")
+    # executors inherit the worker's environment: CUDA numbers GPUs in PCI bus order there, as nvidia-smi and
+    # gpu_discovery.sh do (CUDA's default, fastest first, would make address N a different GPU than nvidia-smi's N)
+    export CUDA_DEVICE_ORDER=PCI_BUS_ID
     if [ "$gpus" != 0 ]; then  # Spark asks the discovery script which GPU addresses this worker has
       export SPARK_WORKER_OPTS="${SPARK_WORKER_OPTS:-} -Dspark.worker.resource.gpu.amount=$gpus \
 -Dspark.worker.resource.gpu.discoveryScript=$here/deploy/gpu_discovery.sh"

@@ -76,7 +76,8 @@ def test_the_task_gets_the_gpu_spark_assigned():
     assert device_for(gpu("3"), cuda_devices=4) == "cuda:3"
     assert device_for(gpu("1", "2"), cuda_devices=4) == "cuda:1"
     assert device_for({}, cuda_devices=1) == "cuda:0"
-    assert device_for({}, cuda_devices=8) == "cpu"  # unscheduled tasks never pile onto GPU 0
+    with pytest.raises(RuntimeError, match="sees 8 GPUs"):  # unscheduled: neither all on GPU 0 nor silently CPU
+        device_for({}, cuda_devices=8)
     assert device_for({}, cuda_devices=0) == "cpu"
     with pytest.raises(RuntimeError, match="assigned GPU 5"):
         device_for(gpu("5"), cuda_devices=2)

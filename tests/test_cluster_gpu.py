@@ -23,13 +23,27 @@ pytestmark = pytest.mark.cluster
 CLUSTER = ROOT / "deploy" / "cluster.sh"
 DISCOVERY = ROOT / "deploy" / "gpu_discovery.sh"
 
-FAKE_SMI = """#!/bin/sh
-# a fake nvidia-smi: two GPUs, indices 0 and 1
+UUIDS = ["GPU-8932f937-d72c-4106-c12f-20bd9faed9f6", "GPU-8a11c0de-0000-4000-8000-000000000001",
+         "GPU-3c5e0b1a-1111-4111-8111-111111111112", "GPU-3c5e77f2-2222-4222-8222-222222222223"]
+
+
+def fake_smi(n=2, mig=()):
+    """A fake nvidia-smi with ``n`` GPUs (real nvidia-smi's output formats) and the MIG devices ``mig`` on GPU 0."""
+    query = "".join(f"{i}, {UUIDS[i]}\\n" for i in range(n))
+    listing = "".join(f"GPU {i}: NVIDIA Fake (UUID: {UUIDS[i]})\\n"
+                      + ("".join(f"  MIG 1g.18gb     Device {j}: (UUID: {m})\\n" for j, m in enumerate(mig))
+                         if i == 0 else "") for i in range(n))
+    return f"""#!/bin/sh
+# a fake nvidia-smi: {n} GPUs
 case "$*" in
-  *--query-gpu=index*) printf '0\\n1\\n';;
+  *--query-gpu=index,uuid*) printf '{query}';;
+  -L) printf '{listing}';;
   *) echo "fake nvidia-smi: unexpected arguments: $*" >&2; exit 2;;
 esac
 """
+
+
+FAKE_SMI = fake_smi(2)
 
 
 def _fake_bin(d, body=FAKE_SMI):
@@ -50,9 +64,13 @@ def _tools_only(d, extra=()):
     return d
 
 
-def _discover(path):
-    out = subprocess.run([str(DISCOVERY)], env={"PATH": path}, capture_output=True, text=True, timeout=30)
+def _discover(path, visible=None, stderr=None):
+    """The script's JSON; ``visible``: CUDA_VISIBLE_DEVICES (None = unset); ``stderr``: a list for its warnings."""
+    env = {"PATH": path} if visible is None else {"PATH": path, "CUDA_VISIBLE_DEVICES": visible}
+    out = subprocess.run([str(DISCOVERY)], env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
+    if stderr is not None:
+        stderr.append(out.stderr)
     return json.loads(out.stdout)
 
 
@@ -78,6 +96,60 @@ def test_discovery_when_nvidia_smi_fails_lists_none(tmp_path, body):
     fake = _fake_bin(tmp_path / "fake", "#!/bin/sh\n" + body + "\n")
     path = f"{fake}:{_tools_only(tmp_path / 'tools')}"
     assert _discover(path) == {"name": "gpu", "addresses": []}
+    assert _discover(path, visible="0") == {"name": "gpu", "addresses": []}  # nothing to check the entry against
+
+
+def test_discovery_with_visible_devices_but_no_nvidia_smi_lists_none(tmp_path):
+    assert _discover(str(_tools_only(tmp_path / "tools")), visible="0,1") == {"name": "gpu", "addresses": []}
+
+
+@pytest.mark.parametrize("visible,addresses", [
+    ("2,0", ["0", "1"]),  # CUDA renumbers the visible GPUs from 0, in the order given
+    ("3", ["0"]),
+    ("0,1,2,3", ["0", "1", "2", "3"]),
+    (" 1 , 2 ", ["0", "1"]),
+    (f"{UUIDS[2]},{UUIDS[0]}", ["0", "1"]),  # full UUIDs
+    ("GPU-8932,GPU-8a", ["0", "1"]),  # unique UUID prefixes
+    ("GPU-3c5e", []),  # a prefix of two UUIDs names no GPU
+    ("", []),  # set but empty: CUDA sees no GPU
+    ("-1", []),
+    ("NoDevFiles", []),  # what some schedulers set when a job has no GPU
+    ("1,-1,2", ["0"]),  # CUDA stops at the first entry that names no device
+    ("1,7,2", ["0"]),
+    ("7", []),
+    ("GPU-ffff", []),
+    ("1,1", []),  # a GPU named twice: CUDA showed none for "0,0" (an H200), so none is listed
+    (f"0,{UUIDS[0]}", []),
+], ids=["reordered", "one", "all", "spaces", "uuids", "uuid-prefixes", "ambiguous-prefix", "empty", "minus-one",
+        "nodevfiles", "stops-at-minus-one", "stops-at-unknown-index", "unknown-index", "unknown-uuid", "repeated",
+        "repeated-as-uuid"])
+def test_discovery_lists_the_cuda_indices_of_visible_devices(tmp_path, visible, addresses):
+    path = f"{_fake_bin(tmp_path / 'fake', fake_smi(4))}:{_tools_only(tmp_path / 'tools')}"
+    warnings = []
+    assert _discover(path, visible=visible, stderr=warnings) == {"name": "gpu", "addresses": addresses}
+    if visible.strip() in ("7", "GPU-ffff", "GPU-3c5e"):
+        assert "names no GPU nvidia-smi lists" in warnings[0]
+    if visible in ("1,1", f"0,{UUIDS[0]}"):
+        assert "name each GPU once" in warnings[0]
+
+
+@pytest.mark.parametrize("visible,addresses", [
+    ("MIG-5d2e6c1e-aaaa-5bbb-8ccc-000000000001", ["0"]),
+    ("MIG-5d2e6c1e-aaaa-5bbb-8ccc-000000000002,MIG-5d2e6c1e-aaaa-5bbb-8ccc-000000000001", ["0"]),  # CUDA: one
+    ("MIG-5d2e6c1e-aaaa-5bbb-8ccc-000000000002", ["0"]),
+    ("MIG-5d2e", ["0"]),  # a prefix
+    (f"MIG-{UUIDS[0]}/1/0", ["0"]),  # the older form: parent GPU UUID / GPU instance / compute instance
+    ("MIG-00000000-0000-0000-0000-000000000000", []),
+], ids=["mig", "two-migs", "second-mig", "mig-prefix", "mig-old-form", "unknown-mig"])
+def test_discovery_with_mig_devices(tmp_path, visible, addresses):
+    mig = ["MIG-5d2e6c1e-aaaa-5bbb-8ccc-000000000001", "MIG-5d2e6c1e-aaaa-5bbb-8ccc-000000000002"]
+    path = f"{_fake_bin(tmp_path / 'fake', fake_smi(2, mig))}:{_tools_only(tmp_path / 'tools')}"
+    assert _discover(path, visible=visible) == {"name": "gpu", "addresses": addresses}
+
+
+def test_discovery_lists_nvidia_smi_indices_when_nothing_is_hidden(tmp_path):
+    path = f"{_fake_bin(tmp_path / 'fake', fake_smi(4))}:{_tools_only(tmp_path / 'tools')}"
+    assert _discover(path) == {"name": "gpu", "addresses": ["0", "1", "2", "3"]}
 
 
 # --- a one-worker standalone cluster with two (fake) GPUs ------------------------------------------------------
