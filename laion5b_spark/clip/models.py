@@ -47,9 +47,8 @@ class ClipModel:
     pil_steps: object = None
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
-    base_name: str = ""  # the open_clip model name (tokenizer choice)
     _input_spec: tuple | None = None
-    _fast: tuple | None = None  # (tokenize, encode) of text.fast_text_path, () when not exact for this model
+    _fast: tuple | None = None  # text.text_encoder_for's (tokenize, encode); () when not exact for this model
 
     def __post_init__(self):
         split = split_transform(self.preprocess)
@@ -99,7 +98,7 @@ class ClipModel:
         """Token ids on the CPU, from any thread: the Rust tokenizer (GIL released) cut to the batch's longest
         caption where that is exact for this model (text.py), else open_clip's own tokenizer."""
         fast = self._fast_text()
-        return fast[0](texts) if fast else self.tokenizer(texts)
+        return fast.tokenize(texts) if fast else self.tokenizer(texts)
 
     @torch.inference_mode()
     def encode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -107,17 +106,14 @@ class ClipModel:
         tokens = tokens.to(self.device, non_blocking=True)
         fast = self._fast_text()
         with self.dtype_context:
-            emb = fast[1](self.model, tokens) if fast else self.model.encode_text(tokens)
+            emb = fast.encode(tokens) if fast else self.model.encode_text(tokens)
         return torch.nn.functional.normalize(emb.float(), dim=-1)
 
     def _fast_text(self):
         if self._fast is None:
-            try:
-                from .text import fast_text_path
-            except ImportError:  # TEMP until text.py lands
-                self._fast = ()
-                return self._fast
-            self._fast = fast_text_path(self.base_name, self.model, self.tokenizer) or ()
+            from .text import text_encoder_for
+
+            self._fast = text_encoder_for(self.tokenizer, self.model) or ()
         return self._fast
 
     @property
@@ -232,7 +228,7 @@ def load(model_name: str, pretrained: str | None, device: str) -> ClipModel:
             model.eval()
             label = model_label(model_name, weights)
             _cache[key] = ClipModel(label, model, preprocess, _tokenizer(model_name, tower),
-                                    torch.device(device), base_name=model_name)
+                                    torch.device(device))
         return _cache[key]
 
 
