@@ -266,7 +266,7 @@ class Scorer:
                 self._copied[b.slot] = torch.cuda.Event()
                 self._copied[b.slot].record()
         run.status[b.idx[~ok]] = _DECODE_ERROR
-        rows = torch.as_tensor(b.idx, device=self.device)
+        rows = self._index(b.idx)
         for t in b.towers:
             tower = self.towers[t]
             emb = tower.encode_pixels(inputs[t])
@@ -285,7 +285,12 @@ class Scorer:
             if out is None:
                 out = run.txt[k] = torch.zeros((run.rows.num_rows, emb.shape[-1]), dtype=torch.float32,
                                                device=self.device)
-            out.index_copy_(0, torch.as_tensor(krows, device=self.device), emb)
+            out.index_copy_(0, self._index(krows), emb)
+
+    def _index(self, positions: np.ndarray) -> torch.Tensor:
+        """Row positions on the device without waiting for it: a blocking copy from pageable memory would first
+        wait for every batch already queued (torch synchronizes the stream after it)."""
+        return torch.from_numpy(np.ascontiguousarray(positions, dtype=np.int64)).to(self.device, non_blocking=True)
 
     def _finish(self, run: _Run) -> pa.Table:
         """The run's results fetched from the device (the one wait per table) and built into columns."""
@@ -295,7 +300,7 @@ class Scorer:
         for k, bucket in enumerate(self.buckets):
             t = self.towers.index(bucket.tower)
             if k in run.txt and t in run.img:
-                mine = torch.as_tensor(np.flatnonzero(run.bucket == k), device=self.device)
+                mine = self._index(np.flatnonzero(run.bucket == k))
                 sim_dev[mine] = (run.img[t][mine] * run.txt[k][mine]).sum(-1)
         punsafe = None
         if self.nsfw is not None and 0 in run.img:
