@@ -27,6 +27,18 @@ def test_gpu_bench_runs_on_cpu_with_the_tiny_model(tmp_path):
     assert r["limit"] in ("decode", "model", "main thread")
     assert r["target_img_per_s"] is None and r["cores_per_gpu_for_target"] is None  # targets are for ViT-B/L only
     assert "l5s-tiny:" in p.stdout and "img/s end to end" in p.stdout
+    assert r["tokenize_us_per_caption"] > 0 and r["gpu_decode"] is None  # --gpu-decode runs on cuda only
+
+
+def test_the_gpu_check_runs_on_cpu(tmp_path):
+    """The script a GPU session runs first (the device path against the CPU path), smoke-run with cpu for cuda."""
+    out = tmp_path / "check.json"
+    p = subprocess.run([sys.executable, str(ROOT / "bench" / "clip" / "gpu_check.py"), "--device", "cpu", "--rows",
+                        "300", "--json", str(out)], capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["cpu"]["ok"] and report["cpu"]["max_abs_sim_diff"] == 0.0  # the same device: the same numbers
+    assert report["cpu+gpu_decode"]["ok"]
 
 
 def test_the_bench_table_has_download_row_groups():

@@ -1,13 +1,14 @@
 """bench/clip/gpu_check: the clip stage's device path on a real GPU gives what the CPU path gives.
 
-    python bench/clip/gpu_check.py [--rows 3000] [--json OUT]
+    python bench/clip/gpu_check.py [--rows 3000] [--device cuda:0] [--json OUT]
 
 The ring of pinned buffers, the copy events, batches across tables and results fetched once per table only really
 run on CUDA (on CPU every copy is synchronous), so this checks them where they run: the project's trained tiny
 model (l5s-tiny with its checkpoint) scores the same rows - several tables, decode errors and missing images
 among them, three language buckets - on ``cuda`` and on ``cpu``, with the CPU decode pool and with
 ``clip.gpu_decode`` (nvJPEG). Statuses and models must be equal, and similarities within bf16's error (the device
-runs bf16 autocast). Exits non-zero on a mismatch. Not a test: tests never need a GPU.
+runs bf16 autocast). Exits non-zero on a mismatch. Not a test: tests never need a GPU (``--device cpu`` is its
+smoke run: tests/test_bench_clip_gpu.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=3000)
+    ap.add_argument("--device", default="cuda:0")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
 
@@ -48,11 +50,12 @@ def main(argv=None) -> int:
     base = dict(model="l5s-tiny", pretrained=asset + ".safetensors", threshold=meta["threshold"], batch_size=128,
                 decode_threads=8, multilingual_model="l5s-tiny", multilingual_pretrained="",
                 multilingual_threshold=0.0)
-    report, ok = {"rows": args.rows, "gpu": torch.cuda.get_device_name(0)}, True
+    on_gpu = args.device.startswith("cuda")
+    report, ok = {"rows": args.rows, "gpu": torch.cuda.get_device_name(args.device) if on_gpu else None}, True
     want = pa.concat_tables([s for _, s in Scorer(ClipSettings(**base), "cpu").score_tables(tables)])
-    for label, extra in (("cuda", {}), ("cuda+gpu_decode", {"gpu_decode": True})):
+    for label, extra in ((args.device, {}), (f"{args.device}+gpu_decode", {"gpu_decode": True})):
         t = time.perf_counter()
-        got = pa.concat_tables([s for _, s in Scorer(ClipSettings(**base, **extra), "cuda:0").score_tables(tables)])
+        got = pa.concat_tables([s for _, s in Scorer(ClipSettings(**base, **extra), args.device).score_tables(tables)])
         seconds = time.perf_counter() - t
         same = {c: got.column(c).to_pylist() == want.column(c).to_pylist() for c in ("uid", "status", "model")}
         a = np.array([np.nan if v is None else v for v in got.column("similarity").to_pylist()], dtype=float)
