@@ -66,6 +66,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def isolate_hf_hub(monkeypatch, cache: Path, offline: bool) -> Path:
+    """An empty HF cache at ``cache`` and a hub endpoint on a closed local port, HF_HUB_OFFLINE as asked: no test
+    reads the real cache or reaches the network."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hf_constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", offline)
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return cache
+
+
 @pytest.fixture
 def http_dir(tmp_path):
     """A threaded HTTP server on 127.0.0.1 serving tmp_path/www; yields (root dir, base URL)."""

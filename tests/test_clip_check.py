@@ -16,6 +16,8 @@ from laion5b_spark.clip.score import ClipSettings
 from laion5b_spark.config import ConfigError, load_config, typed
 from laion5b_spark.sample import shapes
 
+from conftest import isolate_hf_hub
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = os.path.join(os.path.dirname(shapes.__file__), "assets", "l5s-tiny-shapes.safetensors")
 B32_LAION = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # where open_clip fetches ViT-B-32/laion2b_s34b_b79k from
@@ -24,14 +26,7 @@ B32_LAION = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # where open_clip fetches V
 @pytest.fixture(autouse=True)
 def hf_cache(tmp_path, monkeypatch):
     """An empty HF cache, and a hub endpoint on a closed local port: no test reads the real cache or the network."""
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setattr(hf_constants, "ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    return tmp_path / "hub"
+    return isolate_hf_hub(monkeypatch, tmp_path / "hub", offline=False)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ the same folder; its driver check) and open_clip models whose HF text tower is r
 
 import json
 import shutil
-import socket
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +10,6 @@ from dataclasses import fields
 from pathlib import Path
 from types import SimpleNamespace
 
-import huggingface_hub.constants as hf_constants
 import open_clip
 import pytest
 import torch
@@ -22,6 +20,7 @@ from laion5b_spark.clip import mclip, models
 from laion5b_spark.clip.score import ClipSettings
 from laion5b_spark.config import ConfigError
 
+from conftest import isolate_hf_hub
 from tiny_models import build_tiny_mclip, build_tiny_open_clip_hf, captions, sample_captions
 
 MAIN_DIM = 64  # l5s-tiny's embed_dim: the main model every check here pairs the mclip model with
@@ -54,13 +53,7 @@ def open_clip_dirs(tmp_path_factory) -> dict:
 @pytest.fixture(autouse=True)
 def offline(tmp_path, monkeypatch):
     """HF_HUB_OFFLINE=1, an empty HF cache and a hub endpoint on a closed local port: nothing reaches the network."""
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setattr(hf_constants, "ENDPOINT", f"http://127.0.0.1:{port}")
-    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    isolate_hf_hub(monkeypatch, tmp_path / "hub", offline=True)
     monkeypatch.setattr(models, "_probe", lambda url, timeout: pytest.fail(f"probed {url} with HF_HUB_OFFLINE=1"))
     return tmp_path / "hub"
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from ..config import ConfigError
-from .label import LOCAL_DIR_PREFIX, local_folder, mclip_label  # noqa: F401 - mclip_label is part of this API
+from .label import local_folder, mclip_label  # noqa: F401 - mclip_label is part of this module's API
 from .models import _hf_missing, _hub_down, _hub_offline, _one_line
 
 _MODULE_KINDS = ("Transformer", "Pooling", "Dense", "Normalize")
