@@ -158,7 +158,10 @@ class ConfigError(ValueError):
     """A broken configuration: the job stops before any work with this message."""
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> dict:
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                sources: dict[str, str] | None = None) -> dict:
+    """The effective configuration. ``sources``, when given, receives ``section.key`` -> where its value came from
+    (a profile's path or the ``--set`` item) for every value that is not the default."""
     cfg = copy.deepcopy(DEFAULTS)
     if path:
         p = Path(path)
@@ -168,12 +171,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             data = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
-        _merge(cfg, data, str(p), "")
+        _merge(cfg, data, str(p), "", sources)
     for item in overrides or []:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. extract.min_alt_length=3")
-        _merge(cfg, _nest(key.strip().split("."), _parse_value(raw.strip())), f"--set {item}", "")
+        _merge(cfg, _nest(key.strip().split("."), _parse_value(raw.strip())), f"--set {item}", "", sources)
     return cfg
 
 
@@ -191,7 +194,7 @@ def _nest(keys: list[str], value):
     return out
 
 
-def _merge(base: dict, new: dict, origin: str, prefix: str) -> None:
+def _merge(base: dict, new: dict, origin: str, prefix: str, sources: dict[str, str] | None = None) -> None:
     for key, value in new.items():
         name = f"{prefix}{key}"
         if key not in base:
@@ -203,8 +206,10 @@ def _merge(base: dict, new: dict, origin: str, prefix: str) -> None:
                 raise ConfigError(f"{origin}: {name!r} must be a table of settings")
             if key.endswith("storage_options"):  # free-form fsspec options: keys merge, none is unknown
                 default.update(value)
+                if sources is not None:
+                    sources.update({f"{name}.{k}": origin for k in value})
             else:
-                _merge(default, value, origin, f"{name}.")
+                _merge(default, value, origin, f"{name}.", sources)
             continue
         if isinstance(default, bool) and not isinstance(value, bool):
             raise ConfigError(f"{origin}: {name!r} must be true or false, got {value!r}")
@@ -213,6 +218,8 @@ def _merge(base: dict, new: dict, origin: str, prefix: str) -> None:
         if type(default) is not type(value):
             raise ConfigError(f"{origin}: {name!r} must be {type(default).__name__}, got {value!r}")
         base[key] = value
+        if sources is not None:
+            sources[name] = origin
 
 
 def typed(cls, section: dict, **extra):
@@ -226,3 +233,35 @@ def typed(cls, section: dict, **extra):
         return cls(**values, **extra)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{cls.__name__}: {exc}") from exc
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def format_config(cfg: dict, sources: dict[str, str], sections: list[str]) -> list[str]:
+    """``sections`` of the effective configuration as TOML a profile could hold, each value commented with where it
+    came from ("default", the profile's path, or the ``--set`` item that gave it)."""
+    lines: list[str] = []
+    for section in sections:
+        lines.append(f"[{section}]")
+        rows = []
+        for key, value in cfg[section].items():
+            name = f"{section}.{key}"
+            if isinstance(value, dict) and key.endswith("storage_options"):
+                origin = ", ".join(sorted({o for k, o in sources.items() if k.startswith(name + ".")})) or "default"
+            else:
+                origin = sources.get(name, "default")
+            rows.append((f"{key} = {_toml_value(value)}", origin))
+        width = min(max(len(r) for r, _ in rows), 60) if rows else 0
+        lines += [f"{r.ljust(width)}  # {o}" for r, o in rows]
+        lines.append("")
+    return lines

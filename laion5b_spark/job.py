@@ -28,10 +28,10 @@ import orjson
 import pyarrow as pa
 
 from .accounting import ErrorSamples, Ledger, ledgers_from_dict, ledgers_to_dict, sum_ledgers
-from .config import ConfigError, load_config
+from .config import ConfigError, format_config, load_config
 from .lake import FileEntry, Lake, LakeError, LakeRef, new_run_id, utcnow
 from .resources import TaskResources, check_fits, stage_profile_ids, supports_task_profiles, task_profile
-from .spark import EnvironmentProblem, get_session
+from .spark import EnvironmentProblem, get_session, profile_path, read_properties, under_spark_submit
 
 # exit codes (README "Exit codes")
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
@@ -179,6 +179,8 @@ class Job:
     dry_run_help = "show what would run, then stop"
     writes = True  # whether the job writes to the lake (checked writable before any work)
     uses_spark = True
+    prog: str | None = None  # the command its usage lines name ("l5s extract" when started by l5s)
+    config_sections: tuple[str, ...] = ()  # the sections --print-config shows besides lake and run (default: its name)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         pass
@@ -192,12 +194,13 @@ class Job:
 
     def parser(self) -> argparse.ArgumentParser:
         p = argparse.ArgumentParser(
-            prog=f"jobs/{self.name}.py",
+            prog=self.prog or f"jobs/{self.name}.py",
             description=self.description,
             epilog=self.epilog,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("--lake", required=True, help="lake root: a local path or an fsspec URL such as s3://bucket/lake")
+        p.add_argument("--lake", required=True,
+                       help="lake root: a local path or an fsspec URL such as s3://bucket/lake")
         p.add_argument("--config", help="pipeline profile, e.g. conf/pipeline/laion400m.toml (defaults: built in)")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override one setting, e.g. --set extract.min_alt_length=3 (repeatable)")
@@ -206,13 +209,23 @@ class Job:
                            help="conf/spark profile used when run with plain python (ignored under spark-submit, "
                                 "which takes --properties-file); default: local")
         p.add_argument("--dry-run", action="store_true", help=self.dry_run_help)
+        p.add_argument("--print-config", action="store_true",
+                       help="print the effective configuration, each value with where it came from (default, the "
+                            "profile, a --set), then stop (no lake needed)")
         self.add_arguments(p)
         return p
 
     def main(self, argv: list[str] | None = None) -> int:
-        args = self.parser().parse_args(argv)  # argparse exits 2 with its usage line
+        given = sys.argv[1:] if argv is None else argv
+        parser = self.parser()
+        if "--print-config" in given:  # it needs no lake and no input
+            for action in parser._actions:
+                action.required = False
+        args = parser.parse_args(argv)  # argparse exits 2 with its usage line
         log = Log(self.name)
         try:
+            if args.print_config:
+                return self.print_config(args)
             cfg = load_config(args.config, args.set)
             lake = Lake(args.lake, cfg["lake"]["storage_options"])
             if self.writes and not args.dry_run:
@@ -227,6 +240,20 @@ class Job:
         except BaseException as exc:  # a bug or an interrupt: the record says so, the trace is printed as usual
             self._close_run(exc)
             raise
+
+    def print_config(self, args: argparse.Namespace) -> int:
+        sources: dict[str, str] = {}
+        cfg = load_config(args.config, args.set, sources)
+        own = [s for s in (self.config_sections or (self.name,)) if s in cfg]
+        print(f"# effective configuration of {self.name} (profile: {args.config or 'built-in defaults'})")
+        print("\n".join(format_config(cfg, sources, ["lake", "run", *own])).rstrip())
+        if self.uses_spark and not under_spark_submit():
+            path = profile_path(args.spark_profile)
+            print(f"\n# Spark properties from {path} (--spark-profile {args.spark_profile}; under spark-submit its "
+                  "--properties-file gives them instead)")
+            for key, value in read_properties(path).items():
+                print(f"{key} {value}")
+        return EXIT_OK
 
     def _close_run(self, exc: BaseException) -> None:
         """A run record left ``running`` by an exception that escaped ``run`` becomes ``failed``."""
