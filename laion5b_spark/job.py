@@ -117,6 +117,7 @@ class RunContext:
         self.t0 = time.time()
         self.record = {"job": job.name, "run_id": self.run_id, "status": "running", "started": utcnow(),
                        "heartbeat": utcnow(), "argv": argv, "lake": lake.url, "table": job.output_table,
+                       "tables": list(job.output_tables()),
                        "config": cfg, "versions": _versions()}
         self._last_beat = time.time()
 
@@ -209,6 +210,15 @@ class Job:
                            help="conf/spark profile used when run with plain python (ignored under spark-submit, "
                                 "which takes --properties-file); default: local")
         p.add_argument("--dry-run", action="store_true", help=self.dry_run_help)
+        if getattr(self, "follows", None):
+            p.add_argument("--follow", action="store_true",
+                           help=f"keep taking newly committed units of {self.follows} while a run that writes it is "
+                                "live (e.g. download beside clip), and finish once it has ended and nothing is left")
+            p.add_argument("--follow-poll-s", type=float, default=10.0, metavar="S",
+                           help="with --follow: seconds between looks at the input table (default 10)")
+            p.add_argument("--follow-stale-s", type=float, default=600.0, metavar="S",
+                           help="with --follow: a writing run whose heartbeat is older than this is dead, not "
+                                "followed (default 600)")
         p.add_argument("--print-config", action="store_true",
                        help="print the effective configuration, each value with where it came from (default, the "
                             "profile, a --set), then stop (no lake needed)")
@@ -294,6 +304,7 @@ class UnitJob(Job):
     row_group_size = 128 * 1024  # rows per parquet row group of a unit's file (image tables want fewer)
     side_tables: tuple[str, ...] = ()  # tables a unit also writes to, committed just before the output table
     arrow_udf = False  # run units in an iterator Arrow UDF (mapInArrow) instead of an RDD foreach
+    follows: str | None = None  # the input table --follow keeps taking new units of while its writer runs
 
     # -- what a job overrides --------------------------------------------------------------------------
     def settings(self, args: argparse.Namespace, cfg: dict, lake: Lake) -> object:
@@ -327,7 +338,14 @@ class UnitJob(Job):
         table = lake.table(self.output_table)
         fixed = self.recorded_settings(settings)
         table.check_meta(fixed)
-        units = self.list_units(args, settings, lake)
+        follow = bool(getattr(args, "follow", False))
+        if follow and not args.dry_run:
+            if args.follow_poll_s <= 0 or args.follow_stale_s <= 0:
+                raise ConfigError("--follow-poll-s and --follow-stale-s must be > 0")
+            if not self._writers(lake, args) and not lake.table(self.follows).entries():
+                raise LakeError(f"{self.follows} has no committed rows and no live run writes it: start its job "
+                                "first (or beside this one), then follow it")
+        units = self._list_units(args, settings, lake, follow)
         committed = table.committed_units()
         todo = [u for u in units if u.replaces or u.id not in committed]
         log(f"{len(units)} units, {len(units) - len(todo)} already committed, {len(todo)} to run -> "
@@ -340,14 +358,25 @@ class UnitJob(Job):
                              units={"total": len(units), "already_committed": len(units) - len(todo),
                                     "to_run": len(todo)})
         state = _RunState(todo, self.side_tables, fixed)
-        if todo:
-            spark = get_session(f"laion5b-spark {self.name}", args.spark_profile)
-            run.spark(spark)
-            ctx = UnitContext(lake.ref, settings, ErrorSamples(int(cfg["run"]["error_samples_per_reason"])),
-                              run.run_id, self.output_table,
-                              progress_every_s=max(1.0, float(cfg["run"]["progress_interval_s"]) / 2))
-            self._run_spark(spark, todo, ctx, cfg, table, run, state, log)
-            run.record["spark"].update(state.spark_info)
+        spark = ctx = None
+        while True:
+            if todo:
+                if spark is None:
+                    spark = get_session(f"laion5b-spark {self.name}", args.spark_profile)
+                    run.spark(spark)
+                    ctx = UnitContext(lake.ref, settings, ErrorSamples(int(cfg["run"]["error_samples_per_reason"])),
+                                      run.run_id, self.output_table,
+                                      progress_every_s=max(1.0, float(cfg["run"]["progress_interval_s"]) / 2))
+                self._run_spark(spark, todo, ctx, cfg, table, run, state, log)
+                run.record["spark"].update(state.spark_info)
+            if not follow or state.error:
+                break
+            todo = self._next_units(args, settings, lake, table, state, run, log)
+            if not todo:
+                break
+            state.add(todo)
+            run.update(units=dict(run.record["units"], total=run.record["units"]["total"] + len(todo),
+                                  to_run=run.record["units"]["to_run"] + len(todo)))
         totals = sum_ledgers([ledgers_from_dict(r["counts"]) for r in state.done.values()])
         failed_units = [{k: r[k] for k in ("key", "reason", "message")} for r in state.failed.values()]
         failed = len(state.failed) + len(state.missing)
@@ -358,6 +387,47 @@ class UnitJob(Job):
             failed_units=failed_units, table_rows=table.num_rows())
         self._print_summary(log, run.record, totals, state, lake)
         return code
+
+    def _list_units(self, args, settings, lake: Lake, follow: bool) -> list[Unit]:
+        try:
+            return self.list_units(args, settings, lake)
+        except LakeError:
+            if follow and not lake.table(self.follows).entries():
+                return []  # nothing committed upstream yet: --follow waits for it
+            raise
+
+    def _writers(self, lake: Lake, args) -> list[str]:
+        """Live runs (a fresh heartbeat) of any job that writes the followed table."""
+        from .fsck import RunInfo
+
+        now, live = time.time(), []
+        for job in lake.jobs():
+            for rec in lake.runs(job):
+                tables = rec.get("tables") or [rec.get("table")]
+                if self.follows in tables and RunInfo(job, str(rec.get("run_id")), rec).live(now, args.follow_stale_s):
+                    live.append(f"{job} run {rec.get('run_id')}")
+        return sorted(live)
+
+    def _next_units(self, args, settings, lake: Lake, table, state: "_RunState", run: RunContext, log) -> list[Unit]:
+        """--follow: the input's units this run has not taken yet, once there are some; [] once no live run writes
+        the input and nothing is left (writers are looked at before listing, so their last commits are seen)."""
+        said = None
+        while True:
+            writers = self._writers(lake, args)
+            committed = table.committed_units()
+            units = [u for u in self._list_units(args, settings, lake, True)
+                     if (u.replaces or u.id not in committed) and u.id not in state.done and u.id not in state.failed]
+            if units:
+                log(f"follow: {len(units)} new units of {self.follows}")
+                return units
+            if not writers:
+                log(f"follow: no live run writes {self.follows} and every unit is taken: finishing")
+                return []
+            if said != writers:
+                log(f"follow: waiting for {', '.join(writers)} to commit more of {self.follows}")
+                said = writers
+            run.heartbeat()
+            time.sleep(args.follow_poll_s)
 
     def _run_spark(self, spark, todo, ctx: UnitContext, cfg, table, run: RunContext, state, log) -> None:
         sc = spark.sparkContext
@@ -404,7 +474,7 @@ class UnitJob(Job):
         state.collect(table, run.run_id)  # the last receipts
         if profile is not None:  # what Spark applied, not only what was asked for
             state.spark_info["stage_resource_profiles"] = stage_profile_ids(sc, group)
-        state.missing = [u for u in todo if u.id not in state.done and u.id not in state.failed]
+        state.missing += [u for u in todo if u.id not in state.done and u.id not in state.failed]
         if state.error is None and state.missing:
             state.error = f"the Spark job ended but {len(state.missing)} units wrote no receipt"
         for name in (self.output_table, *self.side_tables):  # what is left there was never committed
@@ -466,6 +536,13 @@ class _RunState:
         self.manifest: dict | None = None  # the output table's manifest, read once per run
         self.spark_info: dict = {}  # for the run record's "spark" (task resources asked for and applied)
         self.t0 = time.time()
+
+    def add(self, todo: list[Unit]) -> None:
+        """More units for the same run (--follow): progress and the ETA count them from now on."""
+        self.todo.update((u.id, u) for u in todo)
+        self.total_bytes += sum(u.size or 0 for u in todo)
+        known = all(u.rows is not None for u in self.todo.values())
+        self.total_rows = sum(u.rows or 0 for u in self.todo.values()) if known else 0
 
     def collect(self, table, run_id: str) -> None:
         if self.manifest is None:

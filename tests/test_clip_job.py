@@ -156,3 +156,77 @@ def test_the_laion5b_profile_scores_all_three_buckets_offline_from_local_folders
     # one image tower: the index of clip.model takes the mclip rows too
     clip_cfg = _clip_model(Lake(str(lake)), {"clip": {}}, "main")
     assert clip_cfg["labels"] == ("l5s-tiny/l5s-tiny-shapes.safetensors", "mclip:tiny-mclip")
+
+
+def _download_record(lake: Lake, run_id: str, status: str, heartbeat: str) -> None:
+    """The run record a download run writes (only what --follow reads: the table it writes, status, heartbeat)."""
+    from laion5b_spark.lake import utcnow
+
+    lake.write_run("download", run_id, {"job": "download", "run_id": run_id, "status": status, "started": utcnow(),
+                                        "heartbeat": heartbeat, "table": "images", "tables": ["images"],
+                                        **({"ended": utcnow()} if status != "running" else {})})
+
+
+def _scored_view(lake_path) -> tuple[list, list]:
+    lake = Lake(str(lake_path))
+    scored = lake.table("scored").read_arrow(columns=["uid", "similarity", "status", "passed"]).sort_by("uid")
+    dataset = lake.table("dataset").read_arrow(columns=["uid", "similarity"]).sort_by("uid")
+    return scored.to_pylist(), dataset.to_pylist()
+
+
+def test_clip_follow_takes_shards_committed_while_download_runs_and_equals_a_run_after_it(spark, tmp_path):
+    import shutil
+    import threading
+    import time
+
+    from laion5b_spark.lake import new_run_id, utcnow
+
+    shards = {f"shard-{k}": images_rows(40, seed, 1000 * seed)[0] for k, seed in (("a", 1), ("b", 2), ("c", 3))}
+    lake_path = tmp_path / "follow"
+    lake = Lake(str(lake_path))
+    rid = new_run_id()
+    _download_record(lake, rid, "running", utcnow())  # a live download: clip --follow waits for its commits
+    write_pairs(lake, {"shard-a": shards["shard-a"]}, run_id=rid, table="images")
+    problems = []
+
+    def download_goes_on():
+        try:
+            deadline = time.time() + 120
+            while not lake.table("scored").committed_units() and time.time() < deadline:
+                time.sleep(0.2)  # the first shard is scored before the rest arrive: clip really follows
+            for key in ("shard-b", "shard-c"):
+                write_pairs(lake, {key: shards[key]}, run_id=rid, table="images")
+                _download_record(lake, rid, "running", utcnow())
+                time.sleep(1.0)
+            _download_record(lake, rid, "succeeded", utcnow())
+        except Exception as exc:  # noqa: BLE001 - reported by the test
+            problems.append(exc)
+
+    writer = threading.Thread(target=download_goes_on)
+    writer.start()
+    assert clip(lake_path, "--follow", "--follow-poll-s", "0.3") == 0
+    writer.join()
+    assert not problems
+    record = [r for r in lake.runs("clip")][0]
+    assert record["status"] == "succeeded" and record["units"]["done"] == 3
+    assert len(lake.table("scored").committed_units()) == 3
+    assert len(lake.table("scored").manifest()["runs"]) == 1  # one run took all three
+
+    # the same images scored after the download ended, without --follow: the same tables
+    after = tmp_path / "after"
+    shutil.copytree(lake_path / "images", after / "images")
+    assert clip(after) == 0
+    assert _scored_view(after) == _scored_view(lake_path)
+
+
+def test_clip_follow_stops_when_the_writer_died_and_needs_something_to_follow(spark, tmp_path, capsys):
+    lake_path = tmp_path / "lake"
+    lake = Lake(str(lake_path))
+    assert clip(lake_path, "--follow") == 2  # nothing committed and nobody writing: said before any work
+    assert "no live run writes it" in capsys.readouterr().err
+    a, _ = images_rows(20, 5, 0)
+    write_pairs(lake, {"shard-a": a}, table="images")
+    _download_record(lake, "20200101T000000Z-dead", "running", "2020-01-01T00:00:00Z")  # killed long ago
+    assert clip(lake_path, "--follow", "--follow-poll-s", "0.2") == 0
+    assert "no live run writes images" in capsys.readouterr().out
+    assert len(lake.table("scored").committed_units()) == 1

@@ -291,3 +291,49 @@ def test_cluster_clip_equals_local(standalone, downloaded):
     a, b = (Lake(str(x)).table("dedup_images").read_arrow().sort_by("uid") for x in (lake, local))
     assert a.num_rows == b.num_rows > 0 and pc.sum(a.column("duplicate").cast("int64")).as_py() > 0
     assert a.drop(["nearest_similarity"]).equals(b.drop(["nearest_similarity"]))
+
+
+@pytest.mark.slow
+def test_download_and_clip_follow_together_equal_the_two_in_sequence(spark, standalone, downloaded, image_server,
+                                                                      tmp_path):
+    """download and ``clip --follow`` submitted together, one core each: clip scores shards while download still
+    fetches, and the tables equal download then clip one after the other."""
+    import shutil
+
+    from laion5b_spark.clip.job import ClipJob
+
+    _ensure_two_workers(standalone)
+    lake = tmp_path / "together"
+    shutil.copytree(downloaded["cluster"] / "pairs_unique", lake / "pairs_unique")
+    conf = tmp_path / "one-core.conf"  # two applications at once: each gets one of the two workers
+    conf.write_text(standalone["conf"].read_text().replace("spark.cores.max 2", "spark.cores.max 1"))
+    clip_args, threshold = _clip_args()
+
+    def submit(job, args):
+        return subprocess.Popen([str(ROOT / "deploy" / "submit.sh"), "--properties-file", str(conf),
+                                 str(ROOT / "jobs" / f"{job}.py"), "--lake", str(lake), *args],
+                                env=standalone["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    download = submit("download", [*image_server, "--set", "run.commit_interval_s=0.5"])
+    deadline = time.time() + 120
+    while not Lake(str(lake)).runs("download") and time.time() < deadline:
+        time.sleep(0.2)  # clip --follow needs a live writer or committed rows
+    clip = submit("clip", [*clip_args, "--follow", "--follow-poll-s", "0.5"])
+    out_d, err_d = download.communicate(timeout=400)
+    out_c, err_c = clip.communicate(timeout=400)
+    assert download.returncode == 0, err_d[-3000:]
+    assert clip.returncode == 0, err_c[-3000:]
+    assert "follow: " in out_c + err_c
+    assert _images(lake) == _images(downloaded["local"])
+
+    sequence = tmp_path / "sequence"  # the same images, clip after download
+    shutil.copytree(lake / "images", sequence / "images")
+    assert ClipJob().main(["--lake", str(sequence), *clip_args]) == 0
+    for name in ("scored", "dataset"):
+        a, b = (Lake(str(x)).table(name).read_arrow().sort_by("uid") for x in (lake, sequence))
+        assert a.num_rows == b.num_rows > 0, name
+        assert a.column("uid").equals(b.column("uid")), name
+        assert np.allclose(a.column("similarity").to_numpy(zero_copy_only=False),
+                           b.column("similarity").to_numpy(zero_copy_only=False), atol=1e-5, equal_nan=True), name
+    units = Lake(str(lake)).table("scored").manifest()["runs"]
+    assert len(units) == 1  # one clip run took every shard as download committed it

@@ -36,6 +36,7 @@ class ClipJob(UnitJob):
     output_table = "scored"
     side_tables = ("dataset",)
     arrow_udf = True
+    follows = "images"  # clip --follow beside a download run
     row_group_size = 10_000
     description = ("images -> scored (CLIP similarity, embeddings, punsafe, pwatermark for every row) and dataset "
                    "(the rows whose similarity reaches their threshold: the release).\n\n"

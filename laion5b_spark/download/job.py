@@ -33,6 +33,7 @@ _local = threading.local()  # per Python worker: keep-alive pools, DNS cache, li
 class DownloadJob(UnitJob):
     name = "download"
     input_table = "pairs_unique"
+    follows = "pairs_unique"  # download --follow beside a dedup run
     output_table = "images"
     row_group_size = 1000  # ~15 MB of images per row group
     description = (
