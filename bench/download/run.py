@@ -13,7 +13,10 @@ Then, one after the other, each as its own process on the same cores, resize to 
 
 and prints img/s per core and the ratio, and checks both stored the same number of images. Each tool also runs
 on --small images (2,000): the difference of the two runs gives its rate once running and its fixed cost
-(start-up, shut-down), reported apart - a real download runs for days, a benchmark for a minute.
+(start-up, shut-down), reported apart - a real download runs for days, a benchmark for a minute. For ours it also
+records, after the timed run, the bytes per image: fetched (full size), stored JPEG, and images-table parquet bytes
+per row - the capacity model's byte terms; the 500 images are served equally often, so any --images gives the same
+means (`--tools ours-polite --images 2000 --small 0 --json bench/download/bytes.json` records them alone).
 """
 
 from __future__ import annotations
@@ -150,7 +153,7 @@ def _profile(work: str, cores: int) -> str:
     return derive_profile("local", os.path.join(work, "bench.conf"), {"spark.master": f"local[{cores}]"})
 
 
-def run_ours(urls: list[str], port: int, work: str, cores: int, per_host: int) -> tuple[float, int]:
+def run_ours(urls: list[str], port: int, work: str, cores: int, per_host: int) -> tuple[float, int, dict]:
     import pyarrow as pa
 
     from laion5b_spark.keys import pair_uid
@@ -173,8 +176,25 @@ def run_ours(urls: list[str], port: int, work: str, cores: int, per_host: int) -
     if p.returncode != 0:
         sys.exit(f"ours failed:\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
     print("\n".join("    " + line for line in p.stdout.splitlines() if " in -> " in line or "failed " in line))
-    out = Lake(lake).table("images").read_arrow(columns=["status"])
-    return dt, sum(1 for s in out.column("status").to_pylist() if s == "success")
+    images = Lake(lake).table("images")
+    out = images.read_arrow(columns=["status", "url", "jpg"])
+    ok = sum(1 for s in out.column("status").to_pylist() if s == "success")
+    return dt, ok, stored_bytes(out, sum(e.bytes for e in images.entries()))
+
+
+def stored_bytes(images, table_bytes: int) -> dict:
+    """Bytes per image, read after the timed run (the timing is untouched): what each success fetched (the served
+    file behind its URL), its stored JPEG, and the images table's parquet bytes per row (metadata and compression
+    included) - the capacity model's full-size and stored-size terms (bench/capacity/model.py)."""
+    folder = os.path.join(DATA, "img")
+    served = {name: os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder)}
+    rows = [(u, j) for s, u, j in zip(*(images.column(c).to_pylist() for c in ("status", "url", "jpg")))
+            if s == "success"]
+    n = max(1, len(rows))
+    return {"fetched_kb_per_image": round(sum(served[u.rsplit("/", 1)[1]] for u, _ in rows) / n / 1024, 1),
+            "stored_jpg_kb_per_image": round(sum(len(j) for _, j in rows) / n / 1024, 2),
+            "images_table_kb_per_row": round(table_bytes / max(1, images.num_rows) / 1024, 2),
+            "images_table_rows": images.num_rows}
 
 
 _I2D = """
@@ -189,7 +209,7 @@ if __name__ == "__main__":
 """
 
 
-def run_img2dataset(urls: list[str], work: str, cores: int) -> tuple[float, int]:
+def run_img2dataset(urls: list[str], work: str, cores: int) -> tuple[float, int, dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -209,7 +229,7 @@ def run_img2dataset(urls: list[str], work: str, cores: int) -> tuple[float, int]
         if name.endswith("_stats.json"):
             with open(os.path.join(out, name)) as f:
                 ok += json.load(f)["successes"]
-    return dt, ok
+    return dt, ok, {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="bench-download-")
     nginx, port = start_nginx(work, folder)
 
-    def one(name: str, n: int) -> tuple[float, int]:
+    def one(name: str, n: int) -> tuple[float, int, dict]:
         run_dir = tempfile.mkdtemp(dir=work)
         if name == "img2dataset":
             return run_img2dataset(urls_for(n, port), run_dir, args.cores)
@@ -237,16 +257,20 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.tools.split(","):
             print(f"{name} ...", flush=True)
             with ServerPeaks(port) as peaks:
-                dt, ok = one(name, args.images)
+                dt, ok, sizes_kb = one(name, args.images)
             r = {"seconds": round(dt, 1), "images": ok, "img_per_s_per_core": round(ok / dt / args.cores, 1),
-                 "server_peak_connections": peaks.connections}
+                 "server_peak_connections": peaks.connections, **sizes_kb}
             print(f"  {name}: {dt:,.1f} s, {ok:,} images, {ok / dt / args.cores:,.1f} img/s per core end to end; "
                   f"nginx saw at most {peaks.connections} connections open at once",
                   flush=True)
+            if sizes_kb:
+                print(f"  {name}: {sizes_kb['fetched_kb_per_image']} KB fetched, "
+                      f"{sizes_kb['stored_jpg_kb_per_image']} KB stored JPEG, "
+                      f"{sizes_kb['images_table_kb_per_row']} KB of images table per row", flush=True)
             if args.small:
                 # the same tool on a small input: the difference is the rate once running, without the fixed
                 # start-up and shut-down cost (JVM + Spark session for ours, the process pool for img2dataset)
-                dt_small, ok_small = one(name, args.small)
+                dt_small, ok_small, _ = one(name, args.small)
                 rate = (ok - ok_small) / max(dt - dt_small, 1e-9) / args.cores
                 fixed = dt - (ok / args.cores) / rate if rate > 0 else float("nan")
                 r.update(small_images=ok_small, small_seconds=round(dt_small, 1),
