@@ -18,9 +18,11 @@ class StatsJob(Job):
     name = "stats"
     output_table = ""
     description = ("The lake's funnel - pairs -> pairs_unique -> downloaded -> passed CLIP -> release - with the\n"
-                   "reasons rows left each stage, and plots (similarity with the clip threshold, image sizes,\n"
-                   "languages, top image hosts), written to LAKE/_reports/stats/ with one self-contained\n"
-                   "report.html. No Spark: it reads manifests, run records and a few narrow columns.")
+                   "reasons rows left each stage, run durations and throughput per stage, plots of the release\n"
+                   "(similarity with the clip threshold, image width/height/aspect, punsafe/pwatermark,\n"
+                   "languages, top image hosts) and sample thumbnails per bucket (english / multilingual /\n"
+                   "nolang), written to LAKE/_reports/stats/ with one self-contained report.html. No Spark: it\n"
+                   "reads manifests, run records, a few narrow columns and the sample rows' images.")
     epilog = """examples:
   python jobs/stats.py --lake demo-lake
   python jobs/stats.py --lake s3://bucket/lake --config conf/pipeline/laion5b.toml
@@ -38,11 +40,14 @@ report says so and the release equals the dataset). Reasons and their meanings: 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--top-domains", type=int, default=20, help="image hosts in the domains plot (default 20)")
         parser.add_argument("--bins", type=int, default=50, help="bins of the similarity histogram (default 50)")
+        parser.add_argument("--samples", type=int, default=16, metavar="N",
+                            help="sample thumbnails per bucket, the lowest uids (default 16; 0: none)")
 
     def run(self, args, cfg, lake, log, argv) -> int:
         if not lake.tables():
             raise LakeError(f"no lake at {lake.url} (no tables there): check the path (or run the pipeline: make demo)")
-        stats = compute(lake, top_domains=args.top_domains, bins=args.bins, with_plots=not args.dry_run)
+        stats = compute(lake, top_domains=args.top_domains, bins=args.bins, with_plots=not args.dry_run,
+                        samples_per_bucket=args.samples)
         print(stats.funnel.text())
         if args.dry_run:
             return EXIT_OK
