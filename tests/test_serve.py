@@ -344,3 +344,18 @@ def test_clip_retrievals_own_client_queries_our_service(shapes, tmp_path):
                                 modality=cc.Modality.TEXT, deduplicate=False)
     hits = text_client.query(text="a green square")
     assert color_shape(hits[0]["caption"]) == ({"green"}, {"square"})
+
+
+def test_l5s_search_prints_the_nearest_rows_of_a_text_and_of_a_uid(shapes, capsys):
+    """The command-line search over the same indices: JSON lines, ranked, from the release's rows."""
+    import json as _json
+
+    from laion5b_spark import cli
+
+    assert cli.main(["search", "--lake", shapes.root, "a red circle", "-k", "3", "--json"]) == 0
+    hits = [_json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2, 3] and "circle" in hits[0]["text"] and "red" in hits[0]["text"]
+    uid = hits[0]["uid"]
+    assert cli.main(["search", "--lake", shapes.root, "--uid", str(uid), "-k", "2"]) == 0
+    table = capsys.readouterr().out
+    assert str(uid) in table.splitlines()[1]  # a row's own embedding finds the row first
