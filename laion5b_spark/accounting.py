@@ -77,6 +77,11 @@ REASONS: dict[str, str] = {
     "missing_url": "row without a URL (null or empty)",
     "missing_text": "row without a text (null, empty or only whitespace)",
     "missing_uid": "row without a uid (not written by extract; compute it with laion5b_spark.keys.pair_uid)",
+    # ingest: rows of an existing URL list
+    "malformed_row": "a row of a URL list that does not parse (a JSONL line that is not a JSON object, a CSV/TSV "
+                     "line with another number of fields than the header)",
+    "duplicate_in_list": "same uid (normalized URL + cleaned text) as an earlier row of the same list unit; "
+                         "duplicates across units are dropped by dedup",
 }
 
 

@@ -151,6 +151,23 @@ DEFAULTS: dict = {
         "opt_out_domains": [],  # domain opt-out lists (text: host, or .suffix for a domain and its subdomains)
         "top_domains": 20,  # how many domains the duplicate summary lists
     },
+    "ingest": {
+        # rows per unit of a parquet list, cut at row-group boundaries (a bigger row group is a unit of its own);
+        # a CSV/TSV/JSONL list is one unit per file. Resume is keyed by the rows units cover, not by this value
+        "unit_rows": 500_000,
+        "batch_rows": 65_536,  # rows read at once inside a unit
+        # captions shorter after cleanup are dropped as alt_too_short; lists were filtered already: 1 keeps them all
+        "min_text_length": 1,
+        "exclude_extensions": [],  # URL extensions dropped as excluded_extension (extract's is [".svg"])
+        "language_detection": True,  # detect (extract's detector) where the list gives no language; else nolang
+        "input_storage_options": {},  # fsspec options for s3:// (and other remote) lists, e.g. {anon = true}
+    },
+    "export": {
+        # digits of the shard numbers (webdataset/<bucket>/00003.tar): one shard per dataset unit, so enough for
+        # the units a release will ever have (10**digits); recorded in the release's manifest, fixed once written
+        "shard_digits": 5,
+        "join_rows_per_task": 4_000_000,  # uids (dataset + duplicates) one task of the duplicate join holds
+    },
 }
 
 

@@ -44,6 +44,8 @@ INDEX = "index"
 INDEX_POINTER = "_index.json"  # laion5b_spark.index.layout.POINTER (not imported: the index package loads faiss)
 # tables where a uid legitimately repeats, and the key that must not: the same (url, text) on many pages
 ROW_KEYS: dict[str, tuple[str, ...]] = {"pairs": ("uid", "source_file", "source_offset")}
+# files a job writes at a table's root from its manifest after each run: part of the layout, listed nowhere
+ROOT_FILES: dict[str, frozenset[str]] = {"release": frozenset({"README.md", "webdataset.json"})}  # export's card, lists
 _TMP = re.compile(r"\.tmp-[0-9a-f]{32}$")  # Lake.write_bytes / upload temporaries of a killed write
 _BUCKET_ROWS = 1 << 25  # uid keys held in memory at once (x 12-28 bytes); bigger tables spill to local buckets
 
@@ -433,6 +435,8 @@ def check_table(lake: Lake, name: str, runs: dict[str, RunInfo] | None = None, n
             parts = rel.split("/")
             if len(parts) > 2:
                 staging_runs.setdefault(parts[1], []).append(rel)
+            continue
+        if rel in ROOT_FILES.get(name, ()):
             continue
         if "/" not in rel:
             if _TMP.search(rel):

@@ -72,6 +72,7 @@ class UnitResult:
     failed_message: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # kind -> a finished local file committed beside the rows
     side: dict[str, pa.Table] = field(default_factory=dict)  # rows for the job's side_tables (e.g. clip's dataset)
+    named: dict[str, str] = field(default_factory=dict)  # side files the job names (add_named_files) -> local file
 
 
 @dataclass
@@ -685,6 +686,7 @@ def _run_unit(job: UnitJob, unit: Unit, base: UnitContext) -> None:
         entry = table.write_unit(ctx.run_id, unit.id, unit.key, result.rows, attempt=attempt, side_files=result.extra,
                                  counts=receipt["counts"], covers=dict(unit.covers),
                                  row_group_size=job.row_group_size)
+        table.add_named_files(ctx.run_id, entry, result.named)
         side = {name: lake.table(name).write_unit(ctx.run_id, unit.id, unit.key, result.side.get(name),
                                                   attempt=attempt, covers=dict(unit.covers),
                                                   row_group_size=job.row_group_size).to_dict()

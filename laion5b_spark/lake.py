@@ -653,6 +653,24 @@ class Table:
         root = self.root.rstrip("/") + "/"
         return sorted(p[len(root):] for p in self.lake.find(self.root) if p.startswith(root))
 
+    # -- side files users find by name ---------------------------------------------------------------------
+    def add_named_files(self, run_id: str, entry: FileEntry, named: dict[str, str]) -> FileEntry:
+        """Stage side files under names the job chose (export's ``webdataset/english/00003.tar``: a brace pattern
+        must match them) instead of ``part-<unit>-<run>``, and list them in ``entry`` (kind = the name). The names
+        must be stable for the unit: every attempt and every rerun that rewrites it stages the same bytes under
+        the same name, and the commit places them as it places any staged file. ``named``: name -> local file."""
+        for rel, local in sorted(named.items()):
+            parts = rel.split("/")
+            if len(parts) < 2 or parts[0] == DATA or parts[0].startswith(("_", ".")) or ".." in parts:
+                raise ValueError(f"{rel!r} is not a side file name (a folder of its own other than {DATA}/, then "
+                                 "a name)")
+            entry.bytes += os.path.getsize(local)
+            self.lake.upload(local, self.staged(run_id, rel))
+            if os.path.exists(local):  # an object-store upload copies
+                os.remove(local)
+            entry.extra[rel] = rel
+        return entry
+
 
 def _declared_schema(name: str) -> pa.Schema | None:
     from .schemas import TABLES

@@ -92,3 +92,28 @@ def check(table_name: str, table: pa.Table) -> None:
     for field in expected:
         if not field.nullable and table.column(field.name).null_count:
             raise AssertionError(f"{table_name}.{field.name} has nulls")
+
+
+# the export (jobs/export.py): the release in LAION-5B's published layout - laion2B-en-joined / laion2B-multi-joined
+# columns and types (URL, TEXT, WIDTH, HEIGHT int32, similarity float64, hash int64, punsafe, pwatermark float32,
+# LANGUAGE) - plus the lake's keys; one file per bucket and shard under the release's laion/<bucket>/
+RELEASE_LAION = pa.schema([
+    pa.field("URL", pa.string(), nullable=False),
+    pa.field("TEXT", pa.string(), nullable=False),
+    pa.field("WIDTH", pa.int32()),  # of the image at the URL (images.original_width), as LAION's
+    pa.field("HEIGHT", pa.int32()),
+    pa.field("similarity", pa.float64(), nullable=False),
+    pa.field("hash", pa.int64(), nullable=False),  # the uid (xxh3-64 of url + text), not LAION's mmh3 (docs/EXPORT.md)
+    pa.field("punsafe", pa.float32()),
+    pa.field("pwatermark", pa.float32()),
+    pa.field("LANGUAGE", pa.string(), nullable=False),
+    pa.field("uid", pa.int64(), nullable=False),
+    pa.field("key", pa.string(), nullable=False),  # the images row's key: the webdataset sample's name
+])
+
+# the release table's rows (LAKE/release/data/): every bucket, with the bucket and the shard each row is in
+RELEASE = pa.schema([*RELEASE_LAION,
+                     pa.field("bucket", pa.string(), nullable=False),  # english | multilingual | nolang
+                     pa.field("shard", pa.int32(), nullable=False)])  # webdataset/<bucket>/<shard>.tar
+
+TABLES["release"] = RELEASE
