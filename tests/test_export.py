@@ -92,9 +92,12 @@ def test_webdataset_shards_read_back_as_the_release(exported):
         samples = list(wds.WebDataset(info["url"], shardshuffle=False))
         assert len(samples) == len(rows) == info["samples"]
         text_of = dict(zip(rows.uid, rows.text))
+        similarity_of = dict(zip(rows.uid, rows.similarity))
         for s in samples:
             meta = json.loads(s["json"])
             assert s["txt"].decode() == meta["caption"] == text_of[meta["uid"]]
+            assert meta["similarity"] == pytest.approx(similarity_of[meta["uid"]], rel=1e-6)
+            assert "punsafe" in meta and "pwatermark" in meta
             assert Image.open(io.BytesIO(s["jpg"])).convert("RGB").size == (meta["width"], meta["height"])
         for f in info["files"]:  # img2dataset's stats beside each shard
             st = json.load(open(lake.table("release").path(f[:-4] + "_stats.json")))

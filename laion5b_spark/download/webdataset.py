@@ -18,16 +18,18 @@ _COLUMNS = ["uid", "url", "text", "language", "key", "status", "error_message", 
             "original_width", "original_height", "sha256", "exif", "jpg"]
 
 
-def write_tar(images: pa.Table, path: str, encode_format: str = "jpg") -> int:
+def write_tar(images: pa.Table, path: str, encode_format: str = "jpg", extra_columns: tuple[str, ...] = ()) -> int:
     """Write the successful rows of ``images`` (schemas.IMAGES) to a tar at the local ``path``; return how many
     samples it holds. The caller moves the file into the lake.
 
     ``encode_format`` names the image members' extension (the ``jpg`` column holds that format's bytes).
+    ``extra_columns``: more columns of ``images`` each sample's json carries (img2dataset's
+    save_additional_columns; the release's similarity, punsafe, pwatermark).
     """
     written = 0
     with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
         # a few rows at a time: a whole shard's image bytes as Python objects would double its memory
-        for batch in images.select(_COLUMNS).to_batches(max_chunksize=64):
+        for batch in images.select(_COLUMNS + list(extra_columns)).to_batches(max_chunksize=64):
             for row in batch.to_pylist():
                 if row["status"] != "success" or row["jpg"] is None:
                     continue
@@ -38,7 +40,7 @@ def write_tar(images: pa.Table, path: str, encode_format: str = "jpg") -> int:
                         "error_message": row["error_message"], "width": row["width"], "height": row["height"],
                         "original_width": row["original_width"], "original_height": row["original_height"],
                         "sha256": row["sha256"], "exif": row["exif"], "uid": row["uid"],
-                        "language": row["language"]}
+                        "language": row["language"], **{c: row[c] for c in extra_columns}}
                 _add(tar, f"{key}.{encode_format}", row["jpg"])
                 _add(tar, f"{key}.txt", row["text"].encode("utf-8"))
                 _add(tar, f"{key}.json", json.dumps(meta, indent=4).encode("utf-8"))  # img2dataset's indent

@@ -31,6 +31,7 @@ from . import duplicates, hub
 from .release import (BUCKETS, CARD, LISTS, bucket_of, dataset_card, duplicate_flags, laion_file, laion_rows,
                       shard_lists, shard_name, stats_json)
 
+_SCORES = ("similarity", "punsafe", "pwatermark")
 _IMAGE_COLUMNS = ["uid", "url", "text", "language", "key", "status", "error_message", "width", "height",
                   "original_width", "original_height", "sha256", "exif", "jpg"]
 _READ_ROWS = 2048  # images rows read at once (whole row groups): bounds a task's memory
@@ -169,13 +170,15 @@ the release is LAKE/release/: docs/EXPORT.md says how to load each format."""
         kept = dataset.filter(pa.array(keep))
         images = images.take(pc.filter(at, pa.array(keep)))
         rows = laion_rows(kept, images, bucket[keep], shard)
+        for column in _SCORES:  # the sample's json carries its scores, as LAION's tars did
+            images = images.append_column(column, kept.column(column))
 
         name, named = shard_name(shard, s.shard_digits), {}
         try:
             for k, b in enumerate(BUCKETS):
                 mine = pa.array(bucket[keep] == k)
                 tar = named[f"webdataset/{b}/{name}.tar"] = _temp(".tar")
-                ledgers[b].rows_out = write_tar(images.filter(mine), tar, s.encode_format)
+                ledgers[b].rows_out = write_tar(images.filter(mine), tar, s.encode_format, _SCORES)
                 stats = named[f"webdataset/{b}/{name}_stats.json"] = _temp(".json")
                 with open(stats, "wb") as f:
                     f.write(stats_json(ledgers[b].rows_out, ledgers[b].failed.get("no_image", 0), t0, time.time()))
