@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from .spark import EnvironmentProblem, profile_path
+from .spark import EnvironmentProblem, check_java, profile_path
 
 # subcommand -> (module, class) of a job; (module, function) of a tool
 JOBS: dict[str, tuple[str, str, str]] = {
@@ -106,6 +106,7 @@ def run_job(name: str, args: list[str]) -> int:
         return job(name).main(job_args)
     try:
         cmd = submit_command(name, job_args, profile or "local", submit_args)
+        check_java()  # spark-submit's own failures all exit 1, which reads as "partial": say it here, exit 2
     except EnvironmentProblem as exc:
         print(f"[{name}] error: {exc}", file=sys.stderr)
         return 2

@@ -217,6 +217,9 @@ class Job:
                                 "live (e.g. download beside clip), and finish once it has ended and nothing is left")
             p.add_argument("--follow-poll-s", type=float, default=10.0, metavar="S",
                            help="with --follow: seconds between looks at the input table (default 10)")
+            p.add_argument("--follow-start-s", type=float, default=300.0, metavar="S",
+                           help=f"with --follow: how long to wait for a run that writes {self.follows} to start (it "
+                                "may be submitted a moment after this one; default 300)")
             p.add_argument("--follow-stale-s", type=float, default=600.0, metavar="S",
                            help="with --follow: a writing run whose heartbeat is older than this is dead, not "
                                 "followed (default 600)")
@@ -256,10 +259,11 @@ class Job:
         sources: dict[str, str] = {}
         cfg = load_config(args.config, args.set, sources)
         own = [s for s in (self.config_sections or (self.name,)) if s in cfg]
+        spark_props = self.uses_spark and not under_spark_submit()
+        path = profile_path(args.spark_profile) if spark_props else None  # a missing profile: exit 2, nothing printed
         print(f"# effective configuration of {self.name} (profile: {args.config or 'built-in defaults'})")
         print("\n".join(format_config(cfg, sources, ["lake", "run", *own])).rstrip())
-        if self.uses_spark and not under_spark_submit():
-            path = profile_path(args.spark_profile)
+        if path is not None:
             print(f"\n# Spark properties from {path} (--spark-profile {args.spark_profile}; under spark-submit its "
                   "--properties-file gives them instead)")
             for key, value in read_properties(path).items():
@@ -341,11 +345,10 @@ class UnitJob(Job):
         table.check_meta(fixed)
         follow = bool(getattr(args, "follow", False))
         if follow and not args.dry_run:
-            if args.follow_poll_s <= 0 or args.follow_stale_s <= 0:
-                raise ConfigError("--follow-poll-s and --follow-stale-s must be > 0")
-            if not self._writers(lake, args) and not lake.table(self.follows).entries():
-                raise LakeError(f"{self.follows} has no committed rows and no live run writes it: start its job "
-                                "first (or beside this one), then follow it")
+            if min(args.follow_poll_s, args.follow_stale_s, args.follow_start_s) <= 0:
+                raise ConfigError("--follow-poll-s, --follow-start-s and --follow-stale-s must be > 0")
+            self._follow_t0, self._follow_seen = time.time(), False
+            self._await_input(args, lake, log)
         units = self._list_units(args, settings, lake, follow)
         committed = table.committed_units()
         todo = [u for u in units if u.replaces or u.id not in committed]
@@ -409,23 +412,46 @@ class UnitJob(Job):
                     live.append(f"{job} run {rec.get('run_id')}")
         return sorted(live)
 
+    def _await_input(self, args, lake: Lake, log) -> None:
+        """--follow at start: a live writer of the followed table, or committed rows in it, within
+        --follow-start-s (the writer may be submitted a moment later); else the run stops before any work."""
+        said = False
+        while not self._writers(lake, args) and not lake.table(self.follows).entries():
+            if time.time() - self._follow_t0 >= args.follow_start_s:
+                raise LakeError(f"{self.follows} has no committed rows and no live run writes it: start its job "
+                                "first (or beside this one), then follow it")
+            if not said:
+                log(f"follow: waiting up to {args.follow_start_s:.0f} s for a run that writes {self.follows}")
+                said = True
+            time.sleep(min(args.follow_poll_s, 1.0))
+
     def _next_units(self, args, settings, lake: Lake, table, state: "_RunState", run: RunContext, log) -> list[Unit]:
         """--follow: the input's units this run has not taken yet, once there are some; [] once no live run writes
-        the input and nothing is left (writers are looked at before listing, so their last commits are seen)."""
+        the input and nothing is left (writers are looked at before listing, so their last commits are seen). Until
+        a writer has been seen, one that starts within --follow-start-s is waited for."""
         said = None
         while True:
             writers = self._writers(lake, args)
+            self._follow_seen = self._follow_seen or bool(writers)
             committed = table.committed_units()
-            units = [u for u in self._list_units(args, settings, lake, True)
+            listed = self._list_units(args, settings, lake, True)
+            units = [u for u in listed
                      if (u.replaces or u.id not in committed) and u.id not in state.done and u.id not in state.failed]
             if units:
                 log(f"follow: {len(units)} new units of {self.follows}")
                 return units
-            if not writers:
+            starting = not self._follow_seen and time.time() - self._follow_t0 < args.follow_start_s
+            if not writers and not starting:
+                # a unit rewritten upstream after this run took it (download --retry-failed): taken again by a rerun
+                rewritten = [u.key for u in listed if u.id in state.done and u.source != state.todo[u.id].source]
+                if rewritten:
+                    state.error = (f"{len(rewritten)} units of {self.follows} were rewritten after this run took "
+                                   f"them (e.g. {rewritten[0]}): rerun the same command to take them again")
                 log(f"follow: no live run writes {self.follows} and every unit is taken: finishing")
                 return []
             if said != writers:
-                log(f"follow: waiting for {', '.join(writers)} to commit more of {self.follows}")
+                log(f"follow: waiting for {', '.join(writers)} to commit more of {self.follows}" if writers else
+                    f"follow: waiting up to {args.follow_start_s:.0f} s for a run that writes {self.follows} to start")
                 said = writers
             run.heartbeat()
             time.sleep(args.follow_poll_s)

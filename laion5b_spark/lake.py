@@ -661,7 +661,8 @@ class Table:
         the same name, and the commit places them as it places any staged file. ``named``: name -> local file."""
         for rel, local in sorted(named.items()):
             parts = rel.split("/")
-            if len(parts) < 2 or parts[0] == DATA or parts[0].startswith(("_", ".")) or ".." in parts:
+            if len(parts) < 2 or parts[0] == DATA or parts[0].startswith(("_", ".")) or \
+                    any(p in ("", ".", "..") for p in parts):
                 raise ValueError(f"{rel!r} is not a side file name (a folder of its own other than {DATA}/, then "
                                  "a name)")
             entry.bytes += os.path.getsize(local)

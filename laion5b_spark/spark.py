@@ -36,6 +36,8 @@ def read_properties(path: str | Path) -> dict[str, str]:
 def profile_path(profile: str) -> Path:
     p = Path(profile)
     if p.suffix == ".conf" or p.exists():
+        if not p.is_file():
+            raise EnvironmentProblem(f"Spark profile {p} does not exist (profiles live in {PROFILE_DIR})")
         return p
     p = PROFILE_DIR / f"{profile}.conf"
     if not p.exists():

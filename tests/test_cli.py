@@ -128,3 +128,9 @@ def test_console_script_and_python_m_run_a_job_through_spark_submit(sample_crawl
     again = subprocess.run([sys.executable, "-m", "laion5b_spark", "describe", str(lake), "--check", "--rows", "0"],
                            capture_output=True, text=True, env=env, timeout=120)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+
+
+def test_a_missing_profile_file_is_one_line_and_exit_2_before_anything_is_printed(tmp_path, capsys):
+    assert cli.main(["dedup", "--print-config", "--spark-profile", str(tmp_path / "nope.conf")]) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and "nope.conf does not exist" in out.err

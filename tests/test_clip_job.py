@@ -185,12 +185,13 @@ def test_clip_follow_takes_shards_committed_while_download_runs_and_equals_a_run
     lake_path = tmp_path / "follow"
     lake = Lake(str(lake_path))
     rid = new_run_id()
-    _download_record(lake, rid, "running", utcnow())  # a live download: clip --follow waits for its commits
-    write_pairs(lake, {"shard-a": shards["shard-a"]}, run_id=rid, table="images")
     problems = []
 
     def download_goes_on():
         try:
+            time.sleep(1.5)  # the download is submitted a moment after clip --follow: clip waits for it
+            _download_record(lake, rid, "running", utcnow())
+            write_pairs(lake, {"shard-a": shards["shard-a"]}, run_id=rid, table="images")
             deadline = time.time() + 120
             while not lake.table("scored").committed_units() and time.time() < deadline:
                 time.sleep(0.2)  # the first shard is scored before the rest arrive: clip really follows
@@ -204,7 +205,7 @@ def test_clip_follow_takes_shards_committed_while_download_runs_and_equals_a_run
 
     writer = threading.Thread(target=download_goes_on)
     writer.start()
-    assert clip(lake_path, "--follow", "--follow-poll-s", "0.3") == 0
+    assert clip(lake_path, "--follow", "--follow-poll-s", "0.3", "--follow-start-s", "60") == 0
     writer.join()
     assert not problems
     record = [r for r in lake.runs("clip")][0]
@@ -222,11 +223,46 @@ def test_clip_follow_takes_shards_committed_while_download_runs_and_equals_a_run
 def test_clip_follow_stops_when_the_writer_died_and_needs_something_to_follow(spark, tmp_path, capsys):
     lake_path = tmp_path / "lake"
     lake = Lake(str(lake_path))
-    assert clip(lake_path, "--follow") == 2  # nothing committed and nobody writing: said before any work
+    # nothing committed and nobody writing within --follow-start-s: said before any work
+    assert clip(lake_path, "--follow", "--follow-start-s", "0.5") == 2
     assert "no live run writes it" in capsys.readouterr().err
     a, _ = images_rows(20, 5, 0)
     write_pairs(lake, {"shard-a": a}, table="images")
     _download_record(lake, "20200101T000000Z-dead", "running", "2020-01-01T00:00:00Z")  # killed long ago
-    assert clip(lake_path, "--follow", "--follow-poll-s", "0.2") == 0
+    assert clip(lake_path, "--follow", "--follow-poll-s", "0.2", "--follow-start-s", "0.5") == 0
     assert "no live run writes images" in capsys.readouterr().out
     assert len(lake.table("scored").committed_units()) == 1
+
+
+def test_clip_follow_says_when_a_shard_it_took_was_rewritten_and_the_rerun_takes_it(spark, tmp_path, capsys):
+    """download --retry-failed rewrote a shard after clip --follow scored it: not a success, and a rerun rescores."""
+    import threading
+    import time
+
+    from laion5b_spark.lake import new_run_id, utcnow
+
+    lake_path = tmp_path / "lake"
+    lake = Lake(str(lake_path))
+    a, _ = images_rows(20, 6, 0)
+    rid = new_run_id()
+    _download_record(lake, rid, "running", utcnow())
+    write_pairs(lake, {"shard-a": a}, run_id=rid, table="images")
+    images = lake.table("images")
+
+    def retry_rewrites_it():
+        deadline = time.time() + 120
+        while not lake.table("scored").committed_units() and time.time() < deadline:
+            time.sleep(0.2)
+        old = images.entries()[0]
+        entry = images.write_unit(rid, old.unit, old.key, a.slice(0, 19), attempt=1)
+        images.commit([entry], rid, replaces={old.unit: old.path})
+        _download_record(lake, rid, "succeeded", utcnow())
+
+    writer = threading.Thread(target=retry_rewrites_it)
+    writer.start()
+    assert clip(lake_path, "--follow", "--follow-poll-s", "0.2") == 1
+    writer.join()
+    assert "were rewritten after this run took them" in capsys.readouterr().out
+    assert clip(lake_path) == 0  # the rerun scores the rewritten file
+    assert lake.table("scored").num_rows() == 19
+

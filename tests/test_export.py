@@ -218,3 +218,25 @@ def test_wrong_arguments_and_a_lake_without_dataset_stop_in_one_line(tmp_path, c
     with pytest.raises(SystemExit) as exc:
         ExportJob().main(["--lake", str(tmp_path), "--no-such-flag"])
     assert exc.value.code == 2
+
+
+def test_a_new_dataset_unit_never_takes_a_shard_number_an_exported_unit_holds(exported, tmp_path):
+    """dataset rebuilt in another order (a new unit listed first): exported units keep their numbers, the new one
+    takes a free number instead of overwriting another unit's shards."""
+    from laion5b_spark.config import load_config
+    from laion5b_spark.lake import MANIFEST
+
+    lake = Lake(copy_lake(exported[0].url, tmp_path / "lake"))
+    table = lake.table("dataset")
+    m = table.manifest()
+    m["files"] = [dict(m["files"][-1], unit="a-new-unit")] + m["files"]
+    lake.write_json(table.path(MANIFEST), m)
+    job = ExportJob()
+    args = job.parser().parse_args(["--lake", lake.url])
+    settings = job.settings(args, load_config(), lake)
+    units = job.list_units(args, settings, lake)
+    shards = {u.id: u.get("shard") for u in units}
+    held = {e.unit: int(e.covers["shard"]) for e in lake.table("release").all_entries()}
+    assert len(set(shards.values())) == len(shards) == len(held) + 1
+    assert all(shards[u] == n for u, n in held.items())
+    assert shards["a-new-unit"] not in held.values()

@@ -105,10 +105,22 @@ the release is LAKE/release/: docs/EXPORT.md says how to load each format."""
             raise ConfigError(f"{len(entries):,} dataset units need more than export.shard_digits = "
                               f"{s.shard_digits} digits of shard numbers; set it before the first export")
         done = {e.unit: e for e in lake.table(self.output_table).all_entries()}
+        # a shard number, once given, is its unit's for good; a new unit takes its place in dataset's manifest
+        # unless a unit exported earlier holds that number (dataset rebuilt in another order): then the next free one
+        used = {int(e.covers["shard"]): e.unit for e in done.values() if "shard" in e.covers}
+        next_free = max(used, default=-1) + 1
         units = []
         for n, e in enumerate(entries):
             old = done.get(e.unit)
-            shard = int(old.covers.get("shard", n)) if old else n
+            if old:
+                shard = int(old.covers.get("shard", n))
+            elif used.get(n, e.unit) == e.unit:
+                shard = n
+            else:
+                shard, next_free = max(next_free, len(entries)), max(next_free, len(entries)) + 1
+            if shard >= 10 ** s.shard_digits:
+                raise ConfigError(f"shard {shard} needs more than export.shard_digits = {s.shard_digits} digits")
+            used[shard] = e.unit
             path = e.path or ""
             stale = old is not None and (old.covers.get("dataset_path") != path
                                          or old.covers.get("dedup_images") != s.dedup_version)
