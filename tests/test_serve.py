@@ -5,16 +5,20 @@ metadata by ids, deduplication and safety filtering, the front end's request sha
 the command line, and clip-retrieval's own ClipClient (its module read from clip-retrieval's wheel)."""
 
 import base64
+import copy
 import http.client
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
+import tracemalloc
 import types
 import urllib.error
 import urllib.request
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +29,9 @@ from conftest import free_port, isolate_hf_hub
 from inspect_lake_fixture import copy_lake, inspect_lake  # noqa: F401 - the fixture
 from test_index_job import run_index
 from laion5b_spark import schemas
-from laion5b_spark.download.safe_fetch import FetchPolicy
-from laion5b_spark.index.serve import SearchService, ServeSettings, main, near_duplicates, serve_in_thread
+from laion5b_spark.index import serve
+from laion5b_spark.index.serve import (SearchService, ServeSettings, main, near_duplicates, serve_in_thread,
+                                       settings_from_args)
 from laion5b_spark.lake import Lake
 from laion5b_spark.sample.embeddings import make_scored_lake
 
@@ -133,24 +138,33 @@ def test_image_queries_by_base64_and_by_url_find_the_image_itself(shapes, http_d
     www, base = http_dir
     (www / "q.jpg").write_bytes(picked[0]["jpg"])
     body = {"image_url": f"{base}/q.jpg", "num_images": 1}
-    # default rules: 127.0.0.1 is a private address, refused before any connection
-    default = SearchService(shapes.lake, ServeSettings(fetch_policy=FetchPolicy()))
-    server, url = serve_in_thread(default)
+    # a profile whose crawl may reach 127.0.0.0/8, and every host through 127.0.0.1 (download.connect_to): the
+    # service takes neither - 127.0.0.1 is a private address, refused before any connection
+    port = base.rsplit(":", 1)[1]
+    crawl = ["--lake", shapes.root, "--set", 'download.allow=["127.0.0.0/8"]',
+             "--set", f'download.connect_to=["*=127.0.0.1:{port}"]']
+    server, url = serve_in_thread(SearchService(shapes.lake, settings_from_args(crawl)[2]))
     try:
         status, answer, _ = post(f"{url}/knn-service", body)
-        assert status == 400 and "blocked_private_ip" in answer["error"]
+        assert status == 400 and "blocked_private_ip" in answer["error"], answer
     finally:
         server.shutdown()
-    # admitted by an allow-list entry (download.allow), the URL's image answers like the base64 one
-    admitted = SearchService(shapes.lake, ServeSettings(fetch_policy=FetchPolicy(allow=("127.0.0.1/32",))))
-    server, url = serve_in_thread(admitted)
+    # admitted by the service's own --allow, the URL's image answers like the base64 one; connect_to still unused
+    args, _, settings = settings_from_args(crawl + ["--allow", "192.168.0.0/16,127.0.0.1/32", "--max-results", "9"])
+    assert settings.max_results == 9 and settings.fetch_policy.connect_to == ()
+    assert settings.fetch_policy.allow == ("192.168.0.0/16", "127.0.0.1/32")
+    server, url = serve_in_thread(SearchService(shapes.lake, settings))
     try:
         status, hits, _ = post(f"{url}/knn-service", body)
         assert status == 200 and hits[0]["uid"] == picked[0]["uid"]
         status, answer, _ = post(f"{url}/knn-service", {"image_url": f"{base}/missing.jpg", "num_images": 1})
         assert status == 400 and "HTTP 404" in answer["error"]
+        status, answer, _ = post(f"{url}/knn-service", {"image_url": "http://img.test/q.jpg", "num_images": 1})
+        assert status == 400, answer  # the crawl's connect_to would have sent it to 127.0.0.1 (q.jpg: 200)
     finally:
         server.shutdown()
+    with pytest.raises(serve.ConfigError, match="--allow"):
+        settings_from_args(["--lake", shapes.root, "--allow", "not-a-network"])
     # the fixture's service has no fetch policy: image_url is off
     status, answer, _ = post(f"{shapes.url}/knn-service", body)
     assert status == 400 and "--no-image-url" in answer["error"]
@@ -260,10 +274,10 @@ def test_malformed_requests_answer_400_and_the_server_goes_on(synthetic, shapes)
         assert status == 400 and message in answer["error"], (body, answer)
     assert get(f"{url}/nothing-here")[0] == 404
     assert get(f"{url}/knn-service")[0] == 405
-    # a body larger than the limit is refused from its Content-Length, before it is read
+    # a body larger than the limit (8 MiB) is refused from its Content-Length, before it is read
     conn = http.client.HTTPConnection(*url.split("//")[1].split(":"))
     conn.putrequest("POST", "/knn-service")
-    conn.putheader("Content-Length", str(10**9))
+    conn.putheader("Content-Length", str(9 * 2**20))
     conn.endheaders()
     r = conn.getresponse()
     assert r.status == 413 and "more than" in json.loads(r.read())["error"]
@@ -271,6 +285,127 @@ def test_malformed_requests_answer_400_and_the_server_goes_on(synthetic, shapes)
     # still serving
     status, hits, _ = post(f"{url}/knn-service", {"embedding_input": [0.1] * dim, "num_images": 2})
     assert status == 200 and len(hits) == 2
+
+
+def test_metadata_refuses_more_ids_than_max_results_before_reading_them(synthetic):
+    """A million ids (a 7 MB body) once took 4.4 s, 1.6 GB and a 359 MB answer; now a 400 at once."""
+    url = f"{synthetic.url}/metadata"
+    n = synthetic.service.modalities["image"].knn.index.ntotal
+    t0 = time.monotonic()
+    status, answer, _ = post(url, {"ids": [i % n for i in range(10**6)]})
+    assert status == 400 and "1,000,000 of them, more than 10,000" in answer["error"]
+    assert time.monotonic() - t0 < 2
+    status, metas, _ = post(url, {"ids": [n - 1, 0] * 5_000})  # exactly --max-results: answered
+    assert status == 200 and len(metas) == 10_000 and metas[0]["id"] == n - 1
+    for ids, message in [([-1], "not in the index"), ([n], "not in the index"), ([2**64], "integer ids"),
+                         ([2**63 - 1], "not in the index"), ([1.0], "integer ids"), (["3"], "integer ids"),
+                         ([None], "integer ids"), (None, "integer ids")]:
+        status, answer, _ = post(url, {"ids": ids})
+        assert status == 400 and message in answer["error"], (ids, answer)
+
+
+def test_text_is_cut_and_deduplication_bounded(shapes, synthetic, monkeypatch):
+    # a text query is embedded from its first max_text_chars characters, whatever its length
+    seen = []
+
+    def embed(clip, text=None, image=None):
+        seen.append(text)
+        return real(clip, text=text, image=image)
+
+    real = serve._embed
+    monkeypatch.setattr(serve, "_embed", embed)
+    hits = shapes.service.knn({"text": "a red square " + "and more " * 100_000, "num_images": 1})
+    assert len(seen[0]) == 2_000 and seen[0].startswith("a red square and more")
+    assert color_shape(hits[0]["caption"]) == ({"red"}, {"square"})
+    # deduplicate looks at dedup_max results at most: num_result_ids is cut to it, only with deduplicate
+    service = copy.copy(synthetic.service)
+    service.settings = replace(service.settings, dedup_max=50)
+    q = {"embedding_input": embedding_of(service, synthetic.truth.near_groups[0][0]), "num_result_ids": 150}
+    assert len(service.knn(q)) == 150
+    deduped = service.knn(q | {"deduplicate": True})
+    first50 = [h["id"] for h in service.knn(q | {"num_result_ids": 50})]
+    assert [h["id"] for h in deduped] == [i for i, drop in zip(first50, near_duplicates(
+        np.stack([service.modalities["image"].knn.vector(i) for i in first50]), 0.94)) if not drop]
+    assert 1 < len(deduped) < 50
+
+
+def reference_near_duplicates(v: np.ndarray, threshold: float) -> np.ndarray:
+    """clip-back's get_non_uniques, vectorized: one range search over every pair, connected components."""
+    import faiss
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    v = np.ascontiguousarray(v / np.linalg.norm(v, axis=1, keepdims=True), dtype=np.float32)
+    flat = faiss.IndexFlatIP(v.shape[1])
+    flat.add(v)
+    lims, _, linked = flat.range_search(v, threshold)
+    src = np.repeat(np.arange(len(v)), np.diff(lims).astype(np.int64))
+    _, label = connected_components(coo_matrix((np.ones(len(src)), (src, linked)), shape=(len(v),) * 2))
+    return np.array([label[i] in label[:i] for i in range(len(v))])
+
+
+def test_near_duplicates_blockwise_finds_clip_backs_groups_in_bounded_memory():
+    rng = np.random.default_rng(5)
+    centers = rng.normal(size=(40, 32))
+    v = centers[rng.integers(0, 40, 1_000)] + rng.normal(scale=0.08, size=(1_000, 32))  # chains across blocks
+    want = reference_near_duplicates(v, 0.94)
+    assert 500 < want.sum() < 990
+    for block in (7, 128, 2_000):
+        assert (near_duplicates(v, 0.94, block=block) == want).all(), block
+    # 2,000 copies of one picture: 4 M linked pairs (clip-back: ~290 MiB here); blockwise, ~1/8 of the rows'
+    # pairs at a time
+    copies = np.tile(rng.normal(size=(1, 64)), (2_000, 1)) + rng.normal(scale=1e-3, size=(2_000, 64))
+    tracemalloc.start()
+    try:
+        drop = near_duplicates(copies, 0.94)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert drop.tolist() == [False] + [True] * 1_999
+    assert peak < 80 * 2**20, peak
+
+
+def test_connections_are_bounded_and_timed_out(synthetic):
+    """Two connection threads at most here: a third connection is answered 503 at once; an idle keep-alive
+    connection and a body trickled a byte at a time are closed after the timeout, freeing their threads."""
+    service = copy.copy(synthetic.service)
+    service.settings = replace(service.settings, max_connections=2, timeout_s=0.6)
+    server, url = serve_in_thread(service)
+    host, port = url.split("//")[1].split(":")
+    try:
+        idle = socket.create_connection((host, int(port)))
+        trickle = socket.create_connection((host, int(port)))
+        trickle.sendall(b"POST /metadata HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        t0 = time.monotonic()
+        status, answer, headers = get(f"{url}/indices-list")
+        assert status == 503 and "busy" in answer["error"] and headers["Access-Control-Allow-Origin"] == "*"
+        trickle.settimeout(0.15)
+        got = b""
+        while time.monotonic() - t0 < 5:  # a byte every 0.15 s: never idle for the timeout, but the body's
+            try:  # deadline passes
+                trickle.sendall(b"[")
+            except OSError:  # closed: what it answered is still there to read
+                pass
+            try:
+                part = trickle.recv(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            got += part
+            if not part or b"\r\n\r\n" in got:
+                break
+        assert got.startswith(b"HTTP/1.1 408") and 0.5 < time.monotonic() - t0 < 4, got
+        idle.settimeout(3)
+        assert idle.recv(100) == b""  # closed by the server
+        assert time.monotonic() - t0 < 4
+        status, names, _ = get(f"{url}/indices-list")  # the threads are free again
+        assert status == 200 and names == ["synthetic"]
+        idle.close()
+        trickle.close()
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_main_refuses_a_lake_without_an_index_in_one_line(tmp_path, capsys):

@@ -23,9 +23,15 @@ exact - clip-back reconstructs it from the index) reaches cosine 0.94 with a bet
 runs the same head at query time; a null punsafe is kept); ``use_violence_detector`` filters nothing (no violence
 score exists in a lake, as in a clip-back started without its detector); ``use_watermark_filter`` (ours) drops
 ``pwatermark`` above 0.8; ``aesthetic_*`` are ignored (no aesthetic embeddings: clip-back's behaviour without
-them). ``image_url`` is fetched through the download stage's safe fetcher (no private addresses, bounded size
-and time; ``--no-image-url`` turns it off). Bad requests answer 400 with ``{"error": ...}``; every answer carries
-``Access-Control-Allow-Origin: *`` (the front end runs on another origin).
+them). ``image_url`` is fetched through the download stage's safe fetcher with the service's own allow list
+(``--allow``, empty: no private address; the profile's ``download.allow`` and ``download.connect_to`` are for the
+crawl, not for anyone who can reach this port; ``--no-image-url`` turns it off). Bad requests answer 400 with
+``{"error": ...}``; every answer carries ``Access-Control-Allow-Origin: *`` (the front end runs on another origin).
+
+Limits (ServeSettings; docs/SEARCH.md): ``num_result_ids`` and ``/metadata``'s ``ids`` up to ``--max-results``;
+``deduplicate`` over at most ``--dedup-max`` results; ``text`` cut to ``max_text_chars``; bodies up to
+``--max-body-mb``; ``--max-connections`` connections at once (more are answered 503); a connection idle, or a body
+not arrived, for ``--timeout`` seconds is closed.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -70,9 +77,14 @@ class ServeSettings:
     dedup_threshold: float = 0.94  # clip-back's get_non_uniques threshold
     unsafe_threshold: float = 0.5  # clip-back's get_unsafe_items threshold, on punsafe
     watermark_threshold: float = 0.8  # LAION's recommended pwatermark cut
-    max_results: int = 10_000  # num_result_ids above this is cut to it (the front end's download asks 10,000)
-    max_body_bytes: int = 32 * 2**20  # a request body (a base64 image is 4/3 of the file)
+    max_results: int = 10_000  # num_result_ids above this is cut to it (the front end's download asks 10,000);
+    # /metadata refuses more ids
+    dedup_max: int = 3_000  # deduplicate looks at this many results at most (the front end asks 3,000)
+    max_body_bytes: int = 8 * 2**20  # a request body: a base64 query image of 6 MiB (4/3 of the file)
+    max_text_chars: int = 2_000  # a text query is cut here (CLIP's tokenizers keep 77 tokens of it anyway)
     max_image_pixels: int = 50_000_000  # a query image larger than this is refused before decoding
+    timeout_s: float = 30.0  # a connection idle this long is closed; a request body must arrive within it
+    max_connections: int = 64  # connections served at once (one thread each); more are answered 503
     fetch_policy: object | None = None  # safe_fetch.FetchPolicy for image_url; None = image_url refused
 
 
@@ -140,6 +152,9 @@ class SearchService:
         num_result_ids = _count(req, "num_result_ids", num_images)
         k = min(num_result_ids, self.settings.max_results, mod.knn.index.ntotal)  # as clip-back: num_images
         # only says how many of the results carry metadata
+        deduplicate = _flag(req, "deduplicate")
+        if deduplicate:  # comparing every result with every other: quadratic, so bounded
+            k = min(k, self.settings.dedup_max)
         query = self._query(req)
         if k == 0:
             return []
@@ -147,7 +162,7 @@ class SearchService:
         keep = ids[0] >= 0
         ids, scores = ids[0][keep], scores[0][keep]
         drop = np.zeros(len(ids), dtype=bool)
-        if _flag(req, "deduplicate") and len(ids) > 1:
+        if deduplicate and len(ids) > 1:
             drop |= near_duplicates(vectors_of(mod.knn, ids), self.settings.dedup_threshold)
         if _flag(req, "use_safety_model"):
             drop |= _above(mod.metadata, "punsafe", ids, self.settings.unsafe_threshold)
@@ -167,8 +182,12 @@ class SearchService:
     def metadata(self, req: dict) -> list[dict]:
         self._check_indice(req)
         ids = req.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        if not isinstance(ids, list):
             raise BadRequest("ids: a list of integer ids, as /knn-service returns them")
+        if len(ids) > self.settings.max_results:  # checked first: a million ids is a 2 MB body
+            raise BadRequest(f"ids: {len(ids):,} of them, more than {self.settings.max_results:,} (--max-results)")
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):  # a JSON integer beyond 64 bits
+            raise BadRequest("ids: a list of integer ids, as /knn-service returns them")  # is a float here
         if not ids:
             return []
         mod = self.modalities.get("image") or next(iter(self.modalities.values()))
@@ -190,6 +209,7 @@ class SearchService:
         if text not in (None, ""):
             if not isinstance(text, str):
                 raise BadRequest("text: a string")
+            text = text[:self.settings.max_text_chars]  # the tokenizer would read all of it, to keep 77 tokens
             self._need_encoder()
             if _flag(req, "use_mclip") and self._mclip:
                 from ..clip.mclip import load_mclip
@@ -295,25 +315,35 @@ def vectors_of(knn: KnnIndex, ids: np.ndarray) -> np.ndarray:
     return out
 
 
-def near_duplicates(vectors: np.ndarray, threshold: float) -> np.ndarray:
+def near_duplicates(vectors: np.ndarray, threshold: float, block: int = 512) -> np.ndarray:
     """clip-back's deduplication: results whose cosine reaches ``threshold`` are linked, and each connected
-    group keeps its best-ranked member (rows are in rank order). Returns the mask of rows to drop."""
-    import faiss
+    group keeps its best-ranked member (rows are in rank order). Returns the mask of rows to drop.
+
+    clip-back range-searches all n x n pairs at once: a cluster of n copies is n^2 links (10,000 results: 1.2 GB
+    of them). Here ``block`` rows at a time are compared with the rows ranked above them, and the groups found so
+    far are carried as one link per row to its group's best member: memory ~ block x n, the same groups."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
     v = np.ascontiguousarray(vectors, dtype=np.float32)
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     n = len(v)
-    flat = faiss.IndexFlatIP(v.shape[1])
-    flat.add(v)
-    lims, _, linked = flat.range_search(v, threshold)
-    src = np.repeat(np.arange(n), np.diff(lims).astype(np.int64))
-    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (src, linked)), shape=(n, n))
-    _, label = connected_components(graph, directed=False)
-    first = np.full(label.max() + 1, n)
-    np.minimum.at(first, label, np.arange(n))
-    return first[label] != np.arange(n)
+    best = np.arange(n)  # each row's group's best-ranked member, as far as the rows compared so far link them
+    for start in range(0, n, block):
+        end = min(start + block, n)
+        row, col = np.nonzero(v[start:end] @ v[:end].T >= threshold)
+        row += start
+        above = col < row  # each pair once, and not a row with itself
+        if not above.any():
+            continue
+        row, col = row[above], col[above]
+        links = (np.concatenate([row, np.arange(end)]), np.concatenate([col, best[:end]]))
+        graph = coo_matrix((np.ones(len(links[0]), dtype=np.int8), links), shape=(end, end))
+        _, label = connected_components(graph, directed=False)
+        first = np.full(label.max() + 1, end)
+        np.minimum.at(first, label, np.arange(end))
+        best[:end] = first[label]
+    return best != np.arange(n)
 
 
 def _above(meta: pa.Table, column: str, ids: np.ndarray, threshold: float) -> np.ndarray:
@@ -371,6 +401,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "laion5b-spark-serve"
     service: SearchService  # set on the subclass make_server builds
     quiet = False
+    timeout = 30.0  # the socket's (StreamRequestHandler sets it): an idle keep-alive connection is closed after it
 
     def setup(self):
         super().setup()
@@ -402,7 +433,14 @@ class _Handler(BaseHTTPRequestHandler):
         if int(size) > self.service.settings.max_body_bytes:
             return self._send(413, {"error": f"request body of {int(size):,} bytes: more than "
                                              f"{self.service.settings.max_body_bytes:,}"}, close=True)
-        body = self.rfile.read(int(size))
+        try:
+            body = self._read_body(int(size))
+        except TimeoutError:
+            return self._send(408, {"error": f"the request body did not arrive within {self.timeout:g}s"},
+                              close=True)
+        except ConnectionError:
+            self.close_connection = True
+            return
         if handler is None:
             return self._send(404 if path != "/indices-list" else 405, {"error": f"no POST endpoint {path}"})
         try:
@@ -417,6 +455,26 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:  # noqa: BLE001 - one request's failure is its answer, never the server's end
             self.log_error("%s failed: %s: %s", path, type(exc).__name__, exc)
             return self._send(500, {"error": f"{type(exc).__name__}: {exc}"})
+
+    def _read_body(self, size: int) -> bytes:
+        """The body, within ``timeout`` seconds in all (a socket timeout alone lets a client trickle a byte at a
+        time and hold the thread); TimeoutError past it, ConnectionError when the client goes first."""
+        deadline = time.monotonic() + self.timeout
+        parts, left = [], size
+        try:
+            while left:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    raise TimeoutError
+                self.connection.settimeout(wait)
+                part = self.rfile.read1(min(left, 1 << 16))
+                if not part:
+                    raise ConnectionError("the client closed the connection mid-body")
+                parts.append(part)
+                left -= len(part)
+        finally:
+            self.connection.settimeout(self.timeout)
+        return b"".join(parts)
 
     def _path(self) -> str:
         return urlsplit(self.path).path.rstrip("/") or "/"
@@ -450,13 +508,56 @@ class _Handler(BaseHTTPRequestHandler):
             super().log_message(fmt, *args)
 
 
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with at most ``max_connections`` connection threads: one more is answered 503 from
+    the accepting thread and closed (the stock server starts a thread per connection, without bound)."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int):
+        super().__init__(address, handler)
+        self.max_connections = max_connections
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse(self, request) -> None:
+        body = orjson.dumps({"error": f"busy: {self.max_connections} connections open; retry later"})
+        head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {len(body)}"
+                "\r\nRetry-After: 1\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.settimeout(0.05)  # never long: this is the accepting thread
+            try:  # what the client sent already: closed unread, it would reset the connection over the answer
+                request.recv(1 << 16)
+            except OSError:
+                pass
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+
 def make_server(service: SearchService, host: str = "127.0.0.1", port: int = 1234,
                 quiet: bool = False) -> ThreadingHTTPServer:
-    """A threaded HTTP server answering ``service`` (not started: call ``serve_forever``)."""
-    handler = type("Handler", (_Handler,), {"service": service, "quiet": quiet})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
-    return server
+    """A threaded HTTP server answering ``service`` (not started: call ``serve_forever``), with its settings'
+    timeout and connection bound."""
+    s = service.settings
+    handler = type("Handler", (_Handler,), {"service": service, "quiet": quiet, "timeout": s.timeout_s})
+    return _Server((host, port), handler, s.max_connections)
 
 
 def serve_in_thread(service: SearchService, host: str = "127.0.0.1", port: int = 0,
@@ -467,10 +568,23 @@ def serve_in_thread(service: SearchService, host: str = "127.0.0.1", port: int =
     return server, f"http://{host}:{server.server_address[1]}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ..config import load_config
-    from ..fsck import lake_from_args
+def image_url_policy(cfg: dict, allow: Sequence[str]) -> object:
+    """The fetch rules of image_url queries: the profile's ``download.*`` size, time and redirect limits, but
+    ``allow`` (``--allow``) as the only private networks admitted and no ``connect_to``: the download stage's
+    network exceptions are for the crawl, not for whoever can reach the service."""
+    from ..download.job import _settings
+    from ..download.safe_fetch import Fetcher
 
+    policy = replace(_settings(cfg)[0], allow=tuple(allow), connect_to=())
+    try:
+        Fetcher(policy)
+    except ValueError as exc:
+        raise ConfigError(f"--allow: {exc}") from None
+    return policy
+
+
+def _parser() -> argparse.ArgumentParser:
+    d = ServeSettings()
     ap = argparse.ArgumentParser(prog="l5s serve", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lake", required=True, help="the lake root (a folder or s3://bucket/prefix) with an index")
@@ -479,34 +593,65 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="", help="the indice name clients give (default: the lake folder's name)")
     ap.add_argument("--columns", default=",".join(COLUMNS),
                     help=f"metadata columns returned, comma-separated (default: {','.join(COLUMNS)})")
-    ap.add_argument("--dedup-threshold", type=float, default=0.94, help="deduplicate: cosine (default 0.94)")
-    ap.add_argument("--unsafe-threshold", type=float, default=0.5, help="use_safety_model: punsafe above it goes")
-    ap.add_argument("--watermark-threshold", type=float, default=0.8,
+    ap.add_argument("--dedup-threshold", type=float, default=d.dedup_threshold, help="deduplicate: cosine (0.94)")
+    ap.add_argument("--unsafe-threshold", type=float, default=d.unsafe_threshold,
+                    help="use_safety_model: punsafe above it goes")
+    ap.add_argument("--watermark-threshold", type=float, default=d.watermark_threshold,
                     help="use_watermark_filter: pwatermark above it goes")
-    ap.add_argument("--max-results", type=int, default=10_000, help="num_result_ids is cut to this")
+    ap.add_argument("--max-results", type=int, default=d.max_results,
+                    help=f"num_result_ids is cut to this; /metadata refuses more ids (default {d.max_results:,})")
+    ap.add_argument("--dedup-max", type=int, default=d.dedup_max,
+                    help=f"with deduplicate, num_result_ids is cut to this (default {d.dedup_max:,})")
+    ap.add_argument("--max-body-mb", type=float, default=d.max_body_bytes / 2**20,
+                    help=f"a larger request body is refused, 413 (default {d.max_body_bytes / 2**20:g})")
+    ap.add_argument("--timeout", type=float, default=d.timeout_s,
+                    help=f"seconds a connection may idle, or a body take to arrive (default {d.timeout_s:g})")
+    ap.add_argument("--max-connections", type=int, default=d.max_connections,
+                    help=f"connections served at once; more are answered 503 (default {d.max_connections})")
     ap.add_argument("--no-image-url", action="store_true",
-                    help="refuse image_url queries (default: fetched with the download stage's safety rules: "
-                         "download.allow / connect_to / max_bytes / deadline_s apply)")
+                    help="refuse image_url queries (default: fetched with the download stage's safety rules and "
+                         "download.max_bytes / deadline_s, but --allow's networks, not download.allow/connect_to)")
+    ap.add_argument("--allow", action="append", default=[], metavar="NETWORK",
+                    help="a private network or address:port image_url may reach, e.g. 10.0.0.0/8 (repeatable, "
+                         "or comma-separated; default none)")
     ap.add_argument("--storage-options", metavar="JSON", default=None, help="fsspec options for the lake")
     ap.add_argument("--config", default=None, help="a pipeline profile: lake.storage_options and download.*")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="a setting, as for the jobs (lake.storage_options, download.allow, ...)")
+                    help="a setting, as for the jobs (lake.storage_options, download.max_bytes, ...)")
+    return ap
+
+
+def settings_from_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Lake, ServeSettings]:
+    """The command line, checked: usage errors exit 2 through argparse; a bad lake or profile raises LakeError or
+    ConfigError."""
+    from ..config import load_config
+    from ..fsck import lake_from_args
+
+    ap = _parser()
     args = ap.parse_args(argv)
     if not 0 <= args.port < 65536:
         ap.error("--port: 0..65535")
-    if args.max_results < 1:
-        ap.error("--max-results: at least 1")
-    try:
-        lake = lake_from_args(ap, args)
-        policy = None
-        if not args.no_image_url:
-            from ..download.job import _settings
+    for name in ("max_results", "dedup_max", "max_connections"):
+        if getattr(args, name) < 1:
+            ap.error(f"--{name.replace('_', '-')}: at least 1")
+    if not (args.timeout > 0 and args.max_body_mb > 0):
+        ap.error("--timeout and --max-body-mb: more than 0")
+    lake = lake_from_args(ap, args)
+    policy = None
+    if not args.no_image_url:
+        allow = [a.strip() for entry in args.allow for a in entry.split(",") if a.strip()]
+        policy = image_url_policy(load_config(args.config, args.overrides), allow)
+    settings = ServeSettings(name=args.name, columns=tuple(c.strip() for c in args.columns.split(",") if c.strip()),
+                             dedup_threshold=args.dedup_threshold, unsafe_threshold=args.unsafe_threshold,
+                             watermark_threshold=args.watermark_threshold, max_results=args.max_results,
+                             dedup_max=args.dedup_max, max_body_bytes=int(args.max_body_mb * 2**20),
+                             timeout_s=args.timeout, max_connections=args.max_connections, fetch_policy=policy)
+    return args, lake, settings
 
-            policy = _settings(load_config(args.config, args.overrides))[0]
-        settings = ServeSettings(name=args.name, columns=tuple(c.strip() for c in args.columns.split(",") if c.strip()),
-                                 dedup_threshold=args.dedup_threshold, unsafe_threshold=args.unsafe_threshold,
-                                 watermark_threshold=args.watermark_threshold, max_results=args.max_results,
-                                 fetch_policy=policy)
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args, lake, settings = settings_from_args(argv)
         t0 = time.monotonic()
         service = SearchService(lake, settings)
         server = make_server(service, args.host, args.port)
