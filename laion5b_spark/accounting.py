@@ -79,7 +79,7 @@ REASONS: dict[str, str] = {
     "missing_uid": "row without a uid (not written by extract; compute it with laion5b_spark.keys.pair_uid)",
     # ingest: rows of an existing URL list
     "malformed_row": "a row of a URL list that does not parse (a JSONL line that is not a JSON object, a CSV/TSV "
-                     "line with another number of fields than the header)",
+                     "line with another number of fields than the header, or a bad quote)",
     "duplicate_in_list": "same uid (normalized URL + cleaned text) as an earlier row of the same list unit; "
                          "duplicates across units are dropped by dedup",
 }

@@ -156,6 +156,7 @@ DEFAULTS: dict = {
         # a CSV/TSV/JSONL list is one unit per file. Resume is keyed by the rows units cover, not by this value
         "unit_rows": 500_000,
         "batch_rows": 65_536,  # rows read at once inside a unit
+        "csv_block_bytes": 1 << 22,  # pyarrow's CSV/TSV block; a row over it sends the file to the row-by-row reader
         # captions shorter after cleanup are dropped as alt_too_short; lists were filtered already: 1 keeps them all
         "min_text_length": 1,
         "exclude_extensions": [],  # URL extensions dropped as excluded_extension (extract's is [".svg"])

@@ -259,7 +259,122 @@ def test_a_list_file_that_cannot_be_read_fails_its_unit(tmp_path):
     lake = Lake(str(tmp_path / "lake"))
     s = job.settings(args, load_config(), lake)
     (tmp_path / "cut.parquet").write_bytes(b"PAR1 not really")
-    for name in ("gone.parquet", "cut.parquet"):
-        unit = Unit(key=name, source=str(tmp_path / name), meta=(("format", "parquet"), ("start", 0), ("stop", 9)))
+    (tmp_path / "cut.csv.gz").write_bytes(gzip.compress(b"url,caption\n" + b"http://a.example/1.jpg,one\n" * 99)[:-9])
+    for name in ("gone.parquet", "cut.parquet", "cut.csv.gz"):
+        fmt = name.split(".")[1]
+        unit = Unit(key=name, source=str(tmp_path / name), meta=(("format", fmt), ("start", 0), ("stop", 9)))
         result = job.process_unit(unit, UnitContext(lake.ref, s, ErrorSamples()))
         assert result.failed_reason == "input_unreachable" and name in result.failed_message
+
+
+def test_bom_files_and_bad_quotes_cost_rows_not_files_and_a_list_keeps_its_settings(spark, tmp_path, capsys):
+    """A UTF-8 BOM (Excel's CSV, some JSONL) is not part of the first column's name nor a bad first row; an
+    unclosed quote and a quoted field longer than pyarrow's block cost their own row at most (a small block here:
+    the same failure a 4 MiB block has with a longer field). Then the list's settings are recorded: a rerun that
+    would read its rows another way (another --caption-col, another --list-name) stops before any work."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    row = "http://bom.example/{0}.jpg,a photo of a red house by the river number {0},{0}\n".format
+    (lists / "a-bom.csv").write_bytes(("\ufeffurl,caption,uid\n" + "".join(row(i) for i in range(5))).encode())
+    long_caption = "a caption\nover several lines " + "x" * 1500  # three blocks: "straddling object" in pyarrow
+    quotes = ("url,caption,uid\n" + "".join(row(i) for i in range(10, 15))
+              + 'http://bom.example/unclosed.jpg,"an unclosed quote,99\n'  # no other quote for 40+ rows
+              + "".join(row(i) for i in range(20, 60))
+              + f'http://bom.example/long.jpg,"{long_caption}",98\n'
+              + "".join(row(i) for i in range(60, 63)))
+    (lists / "b-quotes.csv").write_text(quotes)
+    jl = [orjson.dumps({"url": f"http://bom.example/{i}.jpg", "caption": f"a jsonl caption {i}", "uid": i})
+          for i in (70, 71)]
+    (lists / "c-bom.jsonl").write_bytes(codecs_bom() + b"\n".join(jl) + b"\n")
+    lake = tmp_path / "lake"
+    args = ["--input", str(lists), "--set", "ingest.language_detection=false", "--set", "ingest.csv_block_bytes=512"]
+    assert ingest(lake, *args) == 0
+    lg = ledger(lake)
+    assert lg["rows_in"] == 5 + (5 + 1 + 40 + 1 + 3) + 2 and lg["failed"] == {"malformed_row": 1}
+    pairs = Lake(str(lake)).table("pairs").read_arrow().to_pylist()
+    by = {(r["source_file"].rsplit("/", 1)[1], r["source_offset"]): r for r in pairs}
+    assert sorted(o for f, o in by if f == "a-bom.csv") == [0, 1, 2, 3, 4]
+    assert sorted(o for f, o in by if f == "c-bom.jsonl") == [0, 1]  # line 0, after the BOM, is a row
+    quoted = sorted(o for f, o in by if f == "b-quotes.csv")
+    assert quoted == list(range(5 + 40 + 1 + 3))  # all but the unclosed quote's row (not numbered, as pyarrow does)
+    assert by[("b-quotes.csv", 5)]["url"] == "http://bom.example/20.jpg"  # the row after the bad quote
+    assert by[("b-quotes.csv", 45)]["text"] == clean_caption(long_caption, raw_html=False, max_chars=4096)
+    assert by[("b-quotes.csv", 48)]["url"] == "http://bom.example/62.jpg"
+    errors = Lake(str(lake)).table("pairs").error_samples()
+    assert [e["excerpt"] for e in errors if e["reason"] == "malformed_row"] == \
+        ['http://bom.example/unclosed.jpg,"an unclosed quote,99\n']
+    recorded = Lake(str(lake)).table("pairs").meta()
+    assert recorded["ingest.list.lists.caption_col"] == "caption" and recorded["ingest.list.lists.keep_cols"] == []
+
+    # a killed run's rerun with another caption column: one line naming it, before any work, nothing written
+    (lists / "d-more.csv").write_text("url,caption,uid\n" + row(80))
+    capsys.readouterr()
+    manifest, runs = (lake / "pairs" / "_manifest.json").read_bytes(), len(Lake(str(lake)).runs("ingest"))
+    assert ingest(lake, *args, "--caption-col", "uid") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--caption-col 'uid': list 'lists'" in err and \
+        "ingested with --caption-col 'caption'" in err
+    assert ingest(lake, *args, "--set", "ingest.min_text_length=3") == 2
+    assert "ingest.min_text_length 3" in capsys.readouterr().err
+    # the same files under another list name: their crawl column would say two names
+    assert ingest(lake, *args, "--list-name", "other") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "was ingested as list 'lists'" in err
+    assert (lake / "pairs" / "_manifest.json").read_bytes() == manifest
+    assert len(Lake(str(lake)).runs("ingest")) == runs
+    assert ingest(lake, *args) == 0 and ledger(lake)["rows_out"] == 1  # the same settings: the new file
+
+
+def codecs_bom() -> bytes:
+    import codecs
+
+    return codecs.BOM_UTF8
+
+
+def test_row_by_row_reader_numbers_rows_as_pyarrow_does(tmp_path):
+    """The reader pyarrow hands a file to after a parse error: strict quotes, a record over 16 blocks stops and is
+    read again from its second line, TSV lines over a block, rows handed on before the error not handed on twice
+    (numbers go on where they stopped)."""
+    from laion5b_spark.ingest.lists import read_batches
+    from laion5b_spark.job import Unit
+
+    def read(name, text, columns, names=(), block=256, batch_rows=7):
+        path = tmp_path / name
+        path.write_text(text)
+        unit = Unit(key=str(path), source=str(path), meta=(("format", name.rsplit(".", 1)[1]), ("start", 0),
+                                                          ("stop", -1)))
+        bad, out = [], []
+        for t, numbers, _ in read_batches(unit, columns, names, batch_rows, {}, bad, block):
+            out += zip(numbers.tolist(), *(t.column(c).to_pylist() for c in columns))
+        return out, [b for _, b in bad]
+
+    rows = "".join(f"http://r.example/{i}.jpg,caption {i}\n" for i in range(30))  # 30 rows of ~33 bytes
+    text = ("url,caption\n" + rows + 'http://r.example/stray.jpg,"a stray" quote\n' + "\n"
+            + 'http://r.example/open.jpg,"never closed\n' + rows + "http://r.example/3fields.jpg,a,b\n"
+            + 'http://r.example/nl.jpg,"two\nlines"\n')
+    out, bad = read("quotes.csv", text, ["url", "caption"])
+    assert [n for n, *_ in out] == list(range(61))  # every row but the three malformed, numbered in order
+    assert out[29][1:] == ("http://r.example/29.jpg", "caption 29") and out[30][1] == "http://r.example/0.jpg"
+    assert out[60][1:] == ("http://r.example/nl.jpg", "two\nlines")
+    assert bad == ['http://r.example/stray.jpg,"a stray" quote\n', 'http://r.example/open.jpg,"never closed\n',
+                   "http://r.example/3fields.jpg,a,b\n"]
+    # a quote whose field runs past 16 blocks: its line is the one malformed row
+    far = "url,caption\n" + 'http://r.example/far.jpg,"runs on\n' + rows * 5 + 'http://r.example/end.jpg,"x"\n'
+    out, bad = read("far.csv", far, ["url"], block=64)
+    assert len(out) == 151 and bad == ['http://r.example/far.jpg,"runs on\n']
+    tsv = "".join(f"http://t.example/{i}.jpg\tcaption {i}\n" for i in range(3)) + "http://t.example/l.jpg\t" + \
+        "y" * 1000 + "\n" + "http://t.example/9.jpg\tcaption 9\n"
+    out, bad = read("long.tsv", tsv, ["url", "caption"], ("url", "caption"))
+    assert [(n, u) for n, u, _ in out] == [(i, f"http://t.example/{j}.jpg") for i, j in enumerate("012l9")]
+    assert out[3][2] == "y" * 1000 and bad == []
+
+
+def test_the_default_list_name_does_not_hang_on_the_order_of_inputs(tmp_path):
+    from laion5b_spark.config import load_config
+
+    job = IngestJob()
+    lake = Lake(str(tmp_path / "lake"))
+    inputs = ["s3://b/laion2B-multi/", "s3://b/laion2B-en/"]
+    names = {job.settings(job.parser().parse_args(["--lake", str(tmp_path), "--input", *order]), load_config(),
+                          lake).list_name for order in (inputs, inputs[::-1])}
+    assert names == {"laion2B-en"}

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import posixpath
 import time
+import zlib
 from dataclasses import dataclass
 
 from ..config import ConfigError
 from ..extract.language import LanguageDetector
 from ..job import Unit, UnitContext, UnitJob, UnitResult, language_line
-from .lists import FORMATS, check_columns, covered_rows, find_list_files, read_batches, units_of
+from .lists import CSV_BLOCK_BYTES, FORMATS, check_columns, covered_rows, find_list_files, read_batches, units_of
 from .rows import LEDGER, ListRows
 
 SIDE_TABLE = "list_columns"
+# the settings that make a list's rows in pairs what they are, as the option or setting that gives each: a rerun
+# for the same list (--list-name) with another value stops before any work (its rows would mix two readings)
+RECORDED = {"url_col": "--url-col", "caption_col": "--caption-col", "language_col": "--language-col",
+            "page_url_col": "--page-url-col", "width_col": "--width-col", "height_col": "--height-col",
+            "column_names": "--column-names", "keep_cols": "--keep-cols", "min_text_length": "ingest.min_text_length",
+            "exclude_extensions": "ingest.exclude_extensions", "language_detection": "ingest.language_detection"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,7 @@ class IngestSettings:
     max_url_length: int
     max_alt_chars: int
     storage_options: dict
+    csv_block_bytes: int = CSV_BLOCK_BYTES  # pyarrow's block for CSV/TSV (a row over it is read another way)
 
     def columns(self) -> list[str]:
         """The list columns a unit reads."""
@@ -56,6 +64,11 @@ class IngestSettings:
                  ("--width-col", self.width_col), ("--height-col", self.height_col)]
         pairs += [("--keep-cols", c) for c in self.keep_cols]
         return {f"{o} {c}" if o == "--keep-cols" else o: c for o, c in pairs if c}
+
+    def recorded(self) -> dict:
+        """RECORDED's settings, under keys of this list: several lists, each with its own columns, share pairs."""
+        return {f"ingest.list.{self.list_name}.{name}": list(v) if isinstance(v, tuple) else v
+                for name in RECORDED for v in [getattr(self, name)]}
 
 
 class IngestJob(UnitJob):
@@ -99,7 +112,8 @@ with --keep-cols, LAKE/list_columns (source_file, source_offset, columns as JSON
                                  "save_additional_columns)")
         parser.add_argument("--column-names", metavar="COL,COL...",
                             help="the columns of a headerless CSV/TSV, in order (CC12M: url,caption)")
-        parser.add_argument("--list-name", help="the crawl column of every row (default: the first input's name)")
+        parser.add_argument("--list-name", help="the crawl column of every row (default: the name of the first "
+                                                "input in sorted order)")
 
     def settings(self, args, cfg, lake) -> IngestSettings:
         i, e = cfg["ingest"], cfg["extract"]
@@ -111,24 +125,30 @@ with --keep-cols, LAKE/list_columns (source_file, source_offset, columns as JSON
             url_col=args.url_col, caption_col=args.caption_col, language_col=args.language_col,
             page_url_col=args.page_url_col, width_col=args.width_col, height_col=args.height_col, keep_cols=keep,
             column_names=names, input_format=args.input_format,
-            list_name=args.list_name or _list_name(args.input[0]), unit_rows=int(i["unit_rows"]),
+            list_name=args.list_name or _list_name(sorted(args.input)[0]), unit_rows=int(i["unit_rows"]),
             batch_rows=int(i["batch_rows"]), min_text_length=int(i["min_text_length"]),
             exclude_extensions=tuple(i["exclude_extensions"]), language_detection=bool(i["language_detection"]),
             min_language_share=float(e["min_language_share"]), max_url_length=int(e["max_url_length"]),
-            max_alt_chars=int(e["max_alt_chars"]), storage_options=dict(i["input_storage_options"]))
-        if s.unit_rows < 1 or s.batch_rows < 1 or s.min_text_length < 0:
-            raise ConfigError("ingest.unit_rows and ingest.batch_rows must be >= 1, ingest.min_text_length >= 0")
+            max_alt_chars=int(e["max_alt_chars"]), storage_options=dict(i["input_storage_options"]),
+            csv_block_bytes=int(i.get("csv_block_bytes", CSV_BLOCK_BYTES)))
+        if s.unit_rows < 1 or s.batch_rows < 1 or s.min_text_length < 0 or s.csv_block_bytes < 1:
+            raise ConfigError("ingest.unit_rows, ingest.batch_rows and ingest.csv_block_bytes must be >= 1, "
+                              "ingest.min_text_length >= 0")
         if names and (len(set(names)) != len(names) or not all(names)):
             raise ConfigError(f"--column-names {args.column_names!r}: distinct, non-empty names")
         # a unit also writes the kept columns (committed just before its pairs rows)
         self.side_tables = (SIDE_TABLE,) if keep else ()
+        _check_recorded(s, lake.table(self.output_table), lake)
         return s
+
+    def recorded_settings(self, s: IngestSettings) -> dict:
+        return s.recorded()
 
     def list_units(self, args, s: IngestSettings, lake) -> list[Unit]:
         files = find_list_files(args.input, s.input_format, s.column_names, s.storage_options)
         check_columns(files, s.options())
-        covered = covered_rows(lake.table(self.output_table).all_entries(), files)
-        return units_of(files, covered, s.unit_rows)
+        covered = covered_rows(lake.table(self.output_table).all_entries(), files, s.list_name)
+        return units_of(files, covered, s.unit_rows, s.list_name)
 
     def process_unit(self, unit: Unit, ctx: UnitContext) -> UnitResult:
         s: IngestSettings = ctx.settings
@@ -136,11 +156,14 @@ with --keep-cols, LAKE/list_columns (source_file, source_offset, columns as JSON
         rows = ListRows(s, source_file=unit.source, crawl=s.list_name, detect=detect, errors=ctx.errors)
         bad: list = []
         t0, read = time.time(), 0
-        batches = read_batches(unit, s.columns(), s.column_names, s.batch_rows, s.storage_options, bad)
+        batches = read_batches(unit, s.columns(), s.column_names, s.batch_rows, s.storage_options, bad,
+                               s.csv_block_bytes)
         while True:
             try:
                 item = next(batches, None)
-            except (OSError, ValueError) as exc:  # the file could not be read (pyarrow's errors are ValueErrors)
+            # the file could not be read: missing, not parquet (pyarrow's errors are ValueErrors), a .gz cut short
+            # or corrupt. A text file's parse errors are rows, not this (lists.read_batches)
+            except (OSError, ValueError, EOFError, zlib.error) as exc:
                 message = f"{unit.source}: {type(exc).__name__}: {exc}"
                 ctx.errors.add("input_unreachable", message, source=unit.source)
                 return UnitResult(None, {LEDGER: rows.ledger}, ctx.errors, failed_reason="input_unreachable",
@@ -164,6 +187,23 @@ with --keep-cols, LAKE/list_columns (source_file, source_offset, columns as JSON
         lines = language_line("pairs", info.get("languages", {}))
         lines.append("next: jobs/dedup.py on this lake makes pairs_unique (one row per uid across every list file)")
         return lines
+
+
+def _check_recorded(s: IngestSettings, table, lake) -> None:
+    """Table.check_meta's rule in the words of ingest's options: one line naming the option and both values."""
+    recorded = table.meta()
+    for key, value in s.recorded().items():
+        if key in recorded and recorded[key] != value:
+            option, was = RECORDED[key.rsplit(".", 1)[1]], recorded[key]
+            raise ConfigError(f"{option} {_shown(value)}: list {s.list_name!r} in {lake.url_of(table.root)} was "
+                              f"ingested with {option} {_shown(was)}; give that (rows read two ways would mix), "
+                              "another --list-name for another list, or a new lake")
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return ",".join(value) or "(none)"
+    return "(none)" if value is None else repr(value)
 
 
 def _list_name(first_input: str) -> str:
