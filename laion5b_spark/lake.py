@@ -492,13 +492,7 @@ class Table:
         f = self.lake.fs.open(self.path(rel), "rb") if not self.lake.is_local else None
         try:
             pf = pq.ParquetFile(f if f is not None else self.path(rel))
-            groups, first, at = [], None, 0
-            for g in range(pf.metadata.num_row_groups):
-                n = pf.metadata.row_group(g).num_rows
-                if at < stop and at + n > start:
-                    groups.append(g)
-                    first = at if first is None else first
-                at += n
+            groups, first = row_groups_for(pf.metadata, start, stop)
             if not groups:
                 return pf.schema_arrow.empty_table() if columns is None else pf.schema_arrow.empty_table().select(columns)
             t = pf.read_row_groups(groups, columns=columns)
@@ -671,6 +665,18 @@ class Table:
                 os.remove(local)
             entry.extra[rel] = rel
         return entry
+
+
+def row_groups_for(metadata, start: int, stop: int) -> tuple[list[int], int | None]:
+    """The row groups of a parquet file (its ``metadata``) that hold rows [start, stop), and the first one's row."""
+    groups, first, at = [], None, 0
+    for g in range(metadata.num_row_groups):
+        n = metadata.row_group(g).num_rows
+        if at < stop and at + n > start:
+            groups.append(g)
+            first = at if first is None else first
+        at += n
+    return groups, first
 
 
 def _declared_schema(name: str) -> pa.Schema | None:

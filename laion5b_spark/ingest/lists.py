@@ -28,6 +28,7 @@ from ..config import ConfigError
 from ..extract.inputs import _opts as storage_options_for  # the options apply to object stores, not http(s)
 from ..extract.inputs import list_units as list_input_files
 from ..job import Unit
+from ..lake import row_groups_for
 
 FORMATS = ("parquet", "csv", "tsv", "jsonl")
 _EXTENSIONS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -202,13 +203,7 @@ def read_batches(unit: Unit, columns: list[str], column_names: tuple[str, ...], 
 def _parquet(url, columns, start, stop, batch_rows, storage_options):
     with fsspec.open(url, "rb", **storage_options_for(url, storage_options)) as f:
         pf = pq.ParquetFile(f)
-        groups, first, at = [], None, 0
-        for g in range(pf.metadata.num_row_groups):
-            n = pf.metadata.row_group(g).num_rows
-            if at < stop and at + n > start:
-                groups.append(g)
-                first = at if first is None else first
-            at += n
+        groups, first = row_groups_for(pf.metadata, start, stop)
         if not groups:
             return
         row = first
