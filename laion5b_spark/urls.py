@@ -50,7 +50,9 @@ _AUTHORITY_END = re.compile(r"[/?#]|$")
 _PCT = re.compile(r"%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
-_PLAIN_PREFIX = re.compile(r"https?://[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*(?=[/?#]|$)")
+# http(s):// and a plain lower-case host (no port, userinfo, IDN); an RE2 pattern too (extract/pairs.py, keys.py)
+PLAIN_HOST = r"https?://[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*"
+_PLAIN_PREFIX = re.compile(PLAIN_HOST + r"(?=[/?#]|$)")
 
 
 class BadUrl(ValueError):
@@ -130,6 +132,7 @@ def resolve_link(src: str, base: str) -> str:
     return _serialize(url, parts.netloc, host)
 
 
+_TAB_OR_NEWLINE = re.compile("[\t\n\r]")
 _DOT_SEGMENT = re.compile(r"(?:^|/)\.\.?(?:/|$)")
 _PATH_END = _QUERY_OR_FRAGMENT = re.compile(r"[?#]")
 
@@ -137,9 +140,16 @@ _PATH_END = _QUERY_OR_FRAGMENT = re.compile(r"[?#]")
 def join(base: str, s: str) -> str:
     """``urljoin(base, s)``, by concatenation for the usual links of a page with a plain http(s) URL:
     protocol-relative, root-relative and path-relative ones without dot segments, ``//`` in a relative
-    path, ``;``, an empty query or fragment (urljoin resolves, collapses or drops those). Everything else: urljoin."""
+    path, ``;``, an empty query or fragment (urljoin resolves, collapses or drops those); absolute links with a
+    plain host as they are. Everything else: urljoin."""
     host_end = _plain_host_end(base)
-    if host_end < 0 or not s or ";" in s or s[-1] == "#" or _SCHEME.match(s):
+    if host_end < 0 or not s or ";" in s or s[-1] == "#":
+        return urljoin(base, s)
+    if _SCHEME.match(s):
+        # an absolute link with a plain host: urljoin splits and joins it again, which changes only an empty
+        # query, tabs and newlines (and ';' params and an empty fragment, ruled out above)
+        if _plain_host_end(s) > 0 and s[-1] != "?" and "?#" not in s and not _TAB_OR_NEWLINE.search(s):
+            return s
         return urljoin(base, s)
     q = s.find("?")
     if q >= 0 and (q + 1 == len(s) or s[q + 1] == "#"):

@@ -9,6 +9,7 @@ from laion5b_spark.extract.settings import ExtractSettings
 from laion5b_spark.extract.page import Image, Page
 from laion5b_spark.extract.pairs import PairBuilder
 from laion5b_spark.extract.text import clean_caption
+from laion5b_spark.keys import pair_uid
 from laion5b_spark.urls import BadUrl, resolve_link
 
 _alt = st.one_of(st.none(), st.lists(st.sampled_from(list("ab cé&;\t\n\r\x00\x01\x7f\x85\xa0字") +
@@ -80,6 +81,7 @@ def test_vector_filters_equal_scalar_rules(pages):
     t = b.table()
     rows, drops = reference(pages, cfg)
     assert list(zip(t["page_url"].to_pylist(), t["url"].to_pylist(), t["text"].to_pylist())) == rows
+    assert t["uid"].to_pylist() == [pair_uid(url, text) for _, url, text in rows]  # (pair_uids, by kernels)
     assert dict(ledger.dropped) == drops
     assert ledger.balanced()
     for url in t["url"].to_pylist():  # serialized as WHATWG does: no control, DEL or space left (issue 16)

@@ -149,8 +149,19 @@ _base = st.builds(lambda scheme, host, path: f"{scheme}://{host}{path}", st.samp
                   st.sampled_from(["h.example", "H.example", "h.example:8080", "u@h.example"]), _rel)
 
 
+# absolute links too (a page's <base href> often is one): any scheme case, empty query or fragment, tabs
+_abs = st.builds(lambda scheme, host, rel: f"{scheme}://{host}{rel}", st.sampled_from(["http", "https", "HTTP", "ftp"]),
+                 st.sampled_from(["h.example", "o.example", "H.example", "h.example:8080", "[::1", "h.example\t"]),
+                 _rel)
+
+
 @settings(max_examples=600, deadline=None)
-@given(_base, _rel)
+@given(_base, st.one_of(_rel, _abs))
+@example("http://h.example/d/", "http://o.example/x?")  # an empty query goes
+@example("http://h.example/d/", "http://o.example/x?#f")
+@example("http://h.example/d/", "https://o.example/x?")  # (another scheme: given back as it is)
+@example("http://h.example/d/", "http://o.example/a\tb\n")  # tabs and newlines go
+@example("http://h.example/d/", "http://o.example/a/../b;p")
 def test_join_shortcuts_equal_urljoin(base, src):
     from urllib.parse import urljoin
 
@@ -223,3 +234,32 @@ def test_the_host_of_a_resolved_link_is_the_host_it_was_given(src):
     host = authority.rpartition("@")[2].partition(":")[0]
     assert urlsplit(out).hostname == host.lower(), out
     assert urls.host_of(out) == urlsplit(out).hostname.rstrip(".")
+
+
+def test_uid_values_are_pinned():
+    """uid is a lake contract (every table joins on it): these values, from before pair_uids, never change."""
+    assert pair_uid("http://a.example/x.jpg", "a cat") == -2266865955520646254
+    assert pair_uid("HTTP://A.example:80/%7ex%2f.jpg#f", "é字 \x1f") == -9115421545526739480
+    assert pair_uid("https://b.example", "") == -4034273720634725164
+
+
+_uid_url = st.one_of(
+    st.sampled_from(["http://a.example/x.jpg", "https://a.example/", "https://b.example", "http://a.example/x.jpg?",
+                     "http://a.example/%7ex%2F%c3%a9.jpg", "http://a.example/x.jpg#f", "HTTP://A.example/x",
+                     "http://a.example:80/x", "https://a.example:8443/x", "http://u:p@a.example/x",
+                     "http://a.example./x", "http://[::1]/x", "http://a.example/é字.jpg"]),
+    st.text(alphabet="ab.:/%#?7eE", max_size=16).map(lambda s: "http://" + s))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_uid_url, st.text(max_size=8).map(lambda s: s.encode("utf-8", "ignore").decode())),
+                max_size=6))
+def test_pair_uids_equal_pair_uid(rows):
+    import pyarrow as pa
+
+    from laion5b_spark.keys import pair_uids
+
+    urls_, texts = [u for u, _ in rows], [x for _, x in rows]
+    got = pair_uids(pa.array(urls_, pa.string()), pa.chunked_array([pa.array(texts, pa.string())]))
+    assert got.type == pa.int64()
+    assert got.to_pylist() == [pair_uid(u, x) for u, x in rows]

@@ -269,13 +269,22 @@ def test_number_url_is_an_img_tag_in_the_ledger(tmp_path):
 # -- class 4: the license scan is linear ----------------------------------------------------------------------
 
 def test_license_scan_is_linear():
-    # 40,000 alts with the word "license": 24-45 s with a backwards search from each hit
-    links = [{"path": "IMG@/src", "url": f"http://i.example/{i}.jpg", "alt": "license license"} for i in range(40_000)]
-    links.append({"path": "A@/href", "url": "https://creativecommons.org/licenses/by/4.0/", "rel": "license"})
-    rec = _record(orjson.dumps(_doc(links)))
-    t = time.perf_counter()
-    page = page_from_wat(rec)
-    assert time.perf_counter() - t < 1.0  # generous: about 0.05 s
+    # 40,000 alts with the word "license": 24-45 s with a backwards search from each hit (quadratic: 10x the
+    # links took ~100x the time); linear is ~10x. CPU time, best of 3: a loaded machine does not inflate it.
+    def cpu_seconds(n: int):
+        links = [{"path": "IMG@/src", "url": f"http://i.example/{i}.jpg", "alt": "license license"} for i in range(n)]
+        links.append({"path": "A@/href", "url": "https://creativecommons.org/licenses/by/4.0/", "rel": "license"})
+        rec = _record(orjson.dumps(_doc(links)))
+        best = float("inf")
+        for _ in range(3):
+            t = time.process_time()
+            page = page_from_wat(rec)
+            best = min(best, time.process_time() - t)
+        return best, page
+
+    small, _ = cpu_seconds(4_000)
+    big, page = cpu_seconds(40_000)
+    assert big < 1.0 and big < 30 * max(small, 1e-3), (small, big)  # about 0.05 s, ~10x the small one
     assert len(page.images) == 40_000 and page.license == "https://creativecommons.org/licenses/by/4.0/"
 
 

@@ -32,6 +32,11 @@ class LanguageDetector:
         self.cache[text] = result
         return result
 
+    def many(self, texts: list[str]) -> list[tuple[str, float]]:
+        """The result for each text; cache hits without a method call each (most rows are hits)."""
+        hit = self.cache.get
+        return [hit(x) or self(x) for x in texts]
+
     def _detect(self, text: str) -> tuple[str, float]:
         try:
             reliable, _, details = pycld2.detect(text)

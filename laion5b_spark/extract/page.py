@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(slots=True)
-class Image:
+class Image(NamedTuple):
+    """A tuple, so that PairBuilder can transpose a unit's images into columns with one zip (per-image Python
+    was the extract stage's bottleneck: bench/extract)."""
+
     src: str
     alt: str | None  # None: no alt attribute
     width: str | None = None  # raw attribute values; parsed later
