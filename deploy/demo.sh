@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded (generated) sample crawl. `make demo` runs this.
-# Stages: extract, dedup, download, clip, index, export, then stats and the lake check. Each runs through the
+# Stages: extract, dedup, download, clip, compact, index, export, then stats and the lake check. Each runs through the
 # project's one command, l5s (spark-submit with the venv's Python; `l5s JOB --help`).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -36,6 +36,9 @@ echo
 echo "== clip: $lake/images -> $lake/scored + $lake/dataset (tiny CLIP trained on coloured shapes: it judges the shape pictures)"
 $l5s clip --lake "$lake" --config conf/pipeline/sample.toml
 echo
+echo "== compact: $lake/images without the image bytes of rows below every CLIP threshold (rows and sha256 stay)"
+$l5s compact --lake "$lake" --config conf/pipeline/sample.toml
+
 echo "== index: $lake/scored -> $lake/index/{image,text} (autofaiss) + $lake/dedup_images (near and exact duplicate images)"
 $l5s index --lake "$lake" --config conf/pipeline/sample.toml
 echo

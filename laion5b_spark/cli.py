@@ -23,6 +23,7 @@ JOBS: dict[str, tuple[str, str, str]] = {
     "dedup": ("laion5b_spark.dedup.job", "DedupJob", "pairs -> pairs_unique"),
     "download": ("laion5b_spark.download.job", "DownloadJob", "pairs_unique -> images"),
     "clip": ("laion5b_spark.clip.job", "ClipJob", "images -> scored + dataset"),
+    "compact": ("laion5b_spark.compact.job", "CompactJob", "images without the bytes of rows below every threshold"),
     "index": ("laion5b_spark.index.job", "IndexJob", "scored -> knn indices + dedup_images"),
     "export": ("laion5b_spark.export.job", "ExportJob", "dataset minus duplicates -> the release"),
     "stats": ("laion5b_spark.stats.job", "StatsJob", "the funnel, reasons and plots -> _reports/stats"),

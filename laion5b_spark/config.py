@@ -19,6 +19,9 @@ DEFAULTS: dict = {
         "commit_interval_s": 10.0,  # how often the driver adds finished units to the manifest
         "progress_interval_s": 10.0,
         "error_samples_per_reason": 5,  # per unit, written to LAKE/<table>/_errors/
+        # a run of another job writing the same table holds it while its heartbeat (every 30 s) is younger than this;
+        # older, it is taken for killed and no longer keeps a writer out
+        "writer_stale_s": 600.0,
     },
     "extract": {
         "min_alt_length": 5,  # LAION: alt text < 5 characters dropped
@@ -168,6 +171,14 @@ DEFAULTS: dict = {
         # the units a release will ever have (10**digits); recorded in the release's manifest, fixed once written
         "shard_digits": 5,
         "join_rows_per_task": 4_000_000,  # uids (dataset + duplicates) one task of the duplicate join holds
+    },
+    "compact": {
+        # image bytes are dropped for scored rows whose similarity is below every bucket's threshold minus this
+        # margin; a margin keeps the images a later, lower threshold would take (0.02: down to 0.24 for 0.26)
+        "margin": 0.0,
+        # clip's tasks write each file's compaction as they score it (~the kept bytes, into images' staging), so
+        # compact takes it instead of reading the file whole once more; false: compact reads every file itself
+        "in_clip": True,
     },
 }
 

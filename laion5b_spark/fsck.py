@@ -37,6 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .accounting import ledgers_from_dict
+from .compact.rule import OFFERS
 from .lake import COMMIT_PREFIX, DATA, ERRORS, MANIFEST, RUNS, STAGING, FileEntry, Lake, LakeError, Table
 
 DIED_AFTER_S = 600  # a "running" record whose heartbeat is older than this is reported as died
@@ -460,6 +461,10 @@ def check_table(lake: Lake, name: str, runs: dict[str, RunInfo] | None = None, n
         if info is not None and info.live(now, DIED_AFTER_S):
             continue
         state = "no run record" if info is None else f"run {info.status}" if info.status != "running" else "run died"
+        if name == "images" and all(r.startswith(f"{STAGING}/{run_id}/{OFFERS}/") for r in rels):
+            note(f"{STAGING}/{run_id}/{OFFERS}/: {len(rels) // 2} files' compactions written by clip ({_mb(size)}, "
+                 f"{state}); jobs/compact.py takes them (vacuum removes them: compact then reads those files)")
+            continue
         note(f"{STAGING}/{run_id}/: {len(rels)} uncommitted files ({_mb(size)}, {state}); vacuum removes it "
              "once the run is over")
 

@@ -73,6 +73,9 @@ class UnitResult:
     extra: dict[str, str] = field(default_factory=dict)  # kind -> a finished local file committed beside the rows
     side: dict[str, pa.Table] = field(default_factory=dict)  # rows for the job's side_tables (e.g. clip's dataset)
     named: dict[str, str] = field(default_factory=dict)  # side files the job names (add_named_files) -> local file
+    # manifest entry fields other than the run's own (e.g. compact keeps the images ledger under ``counts`` and
+    # records ``compacted``); the run's ledgers stay ``ledgers``
+    entry_fields: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -119,6 +122,7 @@ class RunContext:
         self.record = {"job": job.name, "run_id": self.run_id, "status": "running", "started": utcnow(),
                        "heartbeat": utcnow(), "argv": argv, "lake": lake.url, "table": job.output_table,
                        "tables": list(job.output_tables()),
+                       "grows": list(job.output_tables()) if job.grows_tables else [],
                        "config": cfg, "versions": _versions()}
         self._last_beat = time.time()
 
@@ -180,6 +184,7 @@ class Job:
     epilog = ""
     dry_run_help = "show what would run, then stop"
     writes = True  # whether the job writes to the lake (checked writable before any work)
+    grows_tables = True  # adds units to its output tables (False: only rewrites listed files; --follow ignores it)
     uses_spark = True
     prog: str | None = None  # the command its usage lines name ("l5s extract" when started by l5s)
     config_sections: tuple[str, ...] = ()  # the sections --print-config shows besides lake and run (default: its name)
@@ -280,7 +285,13 @@ class Job:
                 pass
 
     def start_run(self, lake: Lake, cfg: dict, argv: list[str], log: "Log", **fields) -> RunContext:
-        """The run record, written as ``running``; every output table's half-done commits finished first."""
+        """The run record, written as ``running``; every output table's half-done commits finished first.
+
+        A table has one writer at a time (its manifest is read, changed and written by one driver): a live run of
+        another job that writes one of these tables stops this run before any work. Two starting at once both see
+        the other once their records are written; the later one (by start, then run id) steps back."""
+        stale_s = float(cfg["run"]["writer_stale_s"])
+        self._refuse_other_writers(lake, stale_s)
         for name in self.output_tables():
             if lake.table(name).recover():
                 log(f"finished the commit a killed run left half done in {name}")
@@ -288,7 +299,28 @@ class Job:
         run.update(**fields)
         run.write()
         self.current_run = run
+        self._refuse_other_writers(lake, stale_s, (run.record["started"], run.run_id))
         return run
+
+    def _refuse_other_writers(self, lake: Lake, stale_s: float, mine: tuple[str, str] | None = None) -> None:
+        from .fsck import RunInfo
+
+        mine_tables, now = set(self.output_tables()), time.time()
+        for job in lake.jobs():
+            if job == self.name:  # a rerun of the same job after a kill must not wait for its own dead record
+                continue
+            for rec in lake.runs(job):
+                info = RunInfo(job, str(rec.get("run_id")), rec)
+                shared = mine_tables & set(rec.get("tables") or [rec.get("table")])
+                if not shared or not info.live(now, stale_s):
+                    continue
+                if mine is not None and (str(rec.get("started")), info.run_id) > mine:
+                    continue  # it started after this run: it steps back
+                age = info.heartbeat_age(now)
+                raise LakeError(f"{job} run {info.run_id} is writing {', '.join(sorted(shared))} (heartbeat "
+                                f"{'?' if age is None else f'{age:.0f} s'} ago) and a table has one writer at a "
+                                f"time: run {self.name} after it ends (if it was killed, its record counts as dead "
+                                f"after run.writer_stale_s = {stale_s:.0f} s without a heartbeat)")
 
     def output_tables(self) -> tuple[str, ...]:
         return (self.output_table,)
@@ -401,13 +433,14 @@ class UnitJob(Job):
             raise
 
     def _writers(self, lake: Lake, args) -> list[str]:
-        """Live runs (a fresh heartbeat) of any job that writes the followed table."""
+        """Live runs (a fresh heartbeat) of any job that adds units to the followed table (not one that only rewrites
+        its files, as compact does: clip --follow and compact --follow would wait for each other)."""
         from .fsck import RunInfo
 
         now, live = time.time(), []
         for job in lake.jobs():
             for rec in lake.runs(job):
-                tables = rec.get("tables") or [rec.get("table")]
+                tables = rec.get("grows", rec.get("tables") or [rec.get("table")])
                 if self.follows in tables and RunInfo(job, str(rec.get("run_id")), rec).live(now, args.follow_stale_s):
                     live.append(f"{job} run {rec.get('run_id')}")
         return sorted(live)
@@ -443,7 +476,7 @@ class UnitJob(Job):
             starting = not self._follow_seen and time.time() - self._follow_t0 < args.follow_start_s
             if not writers and not starting:
                 # a unit rewritten upstream after this run took it (download --retry-failed): taken again by a rerun
-                rewritten = [u.key for u in listed if u.id in state.done and u.source != state.todo[u.id].source]
+                rewritten = [u.key for u in listed if u.id in state.done and u.replaces is not None]
                 if rewritten:
                     state.error = (f"{len(rewritten)} units of {self.follows} were rewritten after this run took "
                                    f"them (e.g. {rewritten[0]}): rerun the same command to take them again")
@@ -712,6 +745,8 @@ def _run_unit(job: UnitJob, unit: Unit, base: UnitContext) -> None:
         entry = table.write_unit(ctx.run_id, unit.id, unit.key, result.rows, attempt=attempt, side_files=result.extra,
                                  counts=receipt["counts"], covers=dict(unit.covers),
                                  row_group_size=job.row_group_size)
+        for name, value in result.entry_fields.items():
+            setattr(entry, name, value)
         table.add_named_files(ctx.run_id, entry, result.named)
         side = {name: lake.table(name).write_unit(ctx.run_id, unit.id, unit.key, result.side.get(name),
                                                   attempt=attempt, covers=dict(unit.covers),

@@ -262,6 +262,9 @@ class FileEntry:
     covers: dict = field(default_factory=dict)  # the input content the unit covers (what resume is keyed by)
     run_id: str = ""
     retried_by: list = field(default_factory=list)  # runs that rewrote the unit's files (Table.commit replaces)
+    # set when this file is an earlier file of the unit minus the image bytes compaction dropped (same rows, same
+    # order, every other column as it was): {"from": that file, "rows": rows whose bytes it dropped, ...}
+    compacted: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "FileEntry":
@@ -313,6 +316,16 @@ class Table:
 
     def committed_units(self) -> set[str]:
         return {e.unit for e in self.all_entries()}
+
+    def current_files(self, manifest: dict | None = None) -> dict[str, str]:
+        """Listed file -> itself, and a file compaction replaced -> its compacted file: where the rows a reader
+        recorded by path are now (a path absent here was rewritten with other rows, e.g. by download --retry-failed)."""
+        out = {}
+        for e in self.entries(manifest):
+            out[e.path] = e.path
+            if e.compacted.get("from"):
+                out[e.compacted["from"]] = e.path
+        return out
 
     def runs(self) -> list[str]:
         """Runs that committed to this table, in commit order."""

@@ -54,6 +54,8 @@ def job_class(stage: str):
         from laion5b_spark.index.job import IndexJob as J
     elif stage == "stats":
         from laion5b_spark.stats.job import StatsJob as J
+    elif stage == "compact":
+        from laion5b_spark.compact.job import CompactJob as J
     else:
         raise KeyError(stage)
     return J

@@ -96,5 +96,14 @@ def test_bandwidth_and_lake_traffic_move_the_terms_they_should():
     assert two["keep_up"]["img_per_s_per_node"] == pytest.approx(2 * one["keep_up"]["img_per_s_per_node"])
     # clip's read-back costs inbound bytes only when the lake shares the fetching NIC
     assert one["net_in_bytes"] - apart["net_in_bytes"] == pytest.approx(one["readback_bytes"])
+    # compaction after the download reads clip's compacted files (or, rereading, every images file) at the NIC's or
+    # the lake disks' bandwidth
+    reread = model.project(build, model.parse(["--compaction", "reread"]), m)
+    assert reread["compact_read_bytes"] == pytest.approx(one["readback_bytes"])
+    assert one["compact_read_bytes"] == pytest.approx(one["storage"]["images_compacted"] - one["failed"] * 300, rel=1e-6)
+    off = model.project(build, model.parse(["--compaction", "off"]), m)
+    assert one["schedule"]["drain_s"] - off["schedule"]["drain_s"] == pytest.approx(one["schedule"]["compact_s"])
+    assert one["schedule"]["compact_s"] == pytest.approx(one["compact_read_bytes"] * 8 / (1e9 * 10))
+    assert apart["schedule"]["compact_s"] == pytest.approx(one["schedule"]["compact_s"] / 16)
     assert one["readback_bytes"] > 0 and apart["ratio"] < one["ratio"]
     assert apart["network_floor_s"] == one["network_floor_s"]

@@ -261,7 +261,7 @@ def test_killed_then_rerun_on_s3(s3, stage):
 
 
 # -- wrong --lake arguments: one line, exit 2, before any work ------------------------------------------------------
-JOBS = ["extract", "dedup", "download", "clip", "index", "stats"]
+JOBS = ["extract", "dedup", "download", "clip", "compact", "index", "stats"]
 
 
 def _extra(job: str, tmp_path) -> list[str]:

@@ -103,6 +103,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lake-traffic", choices=["nic", "separate"], default="nic",
                     help="nic: the lake (s3) is reached through the NIC that fetches images, so clip's read-back "
                          "of image bytes competes with downloads; separate: a storage network or local disks")
+    ap.add_argument("--compaction", choices=["in-clip", "reread", "off"], default="in-clip",
+                    help="jobs/compact.py, once download has ended (one writer per table), a drain step: in-clip "
+                         "(compact.in_clip, the default) takes the compacted files clip's tasks wrote (the kept "
+                         "bytes); reread reads every images file once more; off: no compaction")
+    ap.add_argument("--lake-gbps", type=float, default=16.0,
+                    help="ASSUMED lake read bandwidth per node with --lake-traffic separate, Gbit/s (one NVMe "
+                         "disk reads ~2 GB/s); with nic the lake is read through --node-gbps")
     ap.add_argument("--gpu-img-per-s", type=float, default=2500.0,
                     help="ASSUMED clip rate per GPU while bench/clip/gpu.json is missing (clip-retrieval: ViT-B/32, "
                          "A100; LAION's own 2022 run: 1,800 [blog])")
@@ -187,12 +194,17 @@ def project(build: str, args, m: dict) -> dict:
     fetch = scored * full
     p["fetch_bytes"], p["failed_bytes"] = fetch, failed * fail_b
     p["readback_bytes"] = scored * row if row else 0.0
+    # compact (jobs/compact.py) takes the compacted files clip's tasks wrote (~the kept bytes), or, rereading,
+    # reads each images file whole: its kept bytes are scattered over every row group, no column chunk is skipped
+    kept_row = args.clip_pass * (row or 0) + (1 - args.clip_pass) * args.failed_row_kb * 1e3
+    p["compact_read_bytes"] = {"in-clip": scored * kept_row, "reread": p["readback_bytes"]}.get(args.compaction, 0.0)
     p["network_floor_s"] = fetch * 8 / (args.node_gbps * 1e9 * nodes)
     on_nic = args.lake_traffic == "nic"
     net_in = fetch + p["failed_bytes"] + (p["readback_bytes"] if on_nic else 0.0)
     p["net_in_bytes"] = net_in
     # outbound (full duplex, a check only): images written, embeddings written
-    p["net_out_bytes"] = scored * (row or 0) + scored * (2 * EMBED_DIM * 2)
+    p["net_out_bytes"] = scored * (row or 0) + scored * (2 * EMBED_DIM * 2) \
+        + (scored * kept_row if args.compaction == "in-clip" else 0.0)  # clip's tasks write the compacted files
 
     # stage costs alone
     stages = {}
@@ -257,9 +269,13 @@ def project(build: str, args, m: dict) -> dict:
     if gpus and "clip" in stages:
         res["GPU"] = stages["clip"]["gpu_s"]
     fill = stages.get("extract", {}).get("s", 0.0) + stages.get("dedup", {}).get("s", 0.0)
-    drain = stages.get("index", {}).get("s", 0.0)
+    # drain: compact (it waits for download's end: images has one writer at a time) reading images at the lake's
+    # bandwidth, then the index over every embedding
+    lake_bw = (args.node_gbps if on_nic else args.lake_gbps) * 1e9 / 8 * nodes
+    compact_s = p["compact_read_bytes"] / lake_bw
+    drain = compact_s + stages.get("index", {}).get("s", 0.0)
     limit = max(res, key=res.get)
-    p["schedule"] = {"resources_s": res, "limit": limit, "fill_s": fill, "drain_s": drain,
+    p["schedule"] = {"resources_s": res, "limit": limit, "fill_s": fill, "drain_s": drain, "compact_s": compact_s,
                      "projected_s": fill + res[limit] + drain}
     p["ratio"] = p["schedule"]["projected_s"] / p["network_floor_s"]
     p["keep_up"]["fits"] = need["cpu_cores"] <= cores and need.get("gpus", 0.0) <= gpus
@@ -269,7 +285,9 @@ def project(build: str, args, m: dict) -> dict:
     meta = args.failed_row_kb * 1e3
     images = scored * (row or 0) + failed * meta
     kept = scored * args.clip_pass * (row or 0) + scored * (1 - args.clip_pass) * meta + failed * meta
-    p["storage"] = {"images": images, "images_compacted": kept, "scored": scored * (2 * EMBED_DIM * 2 + 24),
+    # peak: compact runs once download has ended (one writer per table), so every candidate's bytes are stored
+    # at once before it; at the end only what compaction keeps
+    p["storage"] = {"images": images, "images_compacted": kept, "images_peak": images, "scored": scored * (2 * EMBED_DIM * 2 + 24),
                     "release_parquet": release * args.release_row_bytes, "release_images": release * (stored or 0)}
     p["gbps_for_goal_days"] = fetch * 8 / (args.goal_days * 86400 * nodes) / 1e9
     return p
@@ -386,14 +404,18 @@ def report(p: dict, args, m: dict) -> None:
     print("  overlapped schedule (download and clip --follow at once): fill + slowest resource + drain")
     print("    resources: " + ", ".join(f"{r} {human(t)}" for r, t in s["resources_s"].items())
           + f"  (network in: {size(p['net_in_bytes'])} = images + failed attempts"
-          + (" + clip's read-back" if args.lake_traffic == "nic" else "") + "; out: "
+          + (" + clip's read-back" if args.lake_traffic == "nic" else "")
+          + "; out: "
           + f"{size(p['net_out_bytes'])}, full duplex)")
-    print(f"    fill (extract + dedup) {human(s['fill_s'])}; drain (index) {human(s['drain_s'])}")
+    print(f"    fill (extract + dedup) {human(s['fill_s'])}; drain {human(s['drain_s'])}: compact "
+          f"{human(s['compact_s'])} (reads {size(p['compact_read_bytes'])} of images at "
+          + (f"{args.node_gbps:g} Gbit/s per node, the NIC" if args.lake_traffic == "nic"
+             else f"{args.lake_gbps:g} Gbit/s per node, ASSUMED local disk") + "), then the index")
     print(f"    => network floor {human(p['network_floor_s'])}, projected {human(s['projected_s'])}, ratio "
           f"{p['ratio']:.2f} (goal <= {GOAL_RATIO}); limited by {s['limit']}")
     sto = p["storage"]
     print(f"  storage at the end: images {size(sto['images'])} ({size(sto['images_compacted'])} with below-threshold "
-          f"bytes compacted away); scored {size(sto['scored'])} (two {EMBED_DIM}-dim fp16 embeddings per row, from "
+          f"bytes compacted away by jobs/compact.py; the peak before it runs: {size(sto['images_peak'])}); scored {size(sto['scored'])} (two {EMBED_DIM}-dim fp16 embeddings per row, from "
           f"the schema); release {size(sto['release_parquet'])} parquet [blog: 800 GB for 5.85B] + "
           f"{size(sto['release_images'])} of its images at the stored size")
 

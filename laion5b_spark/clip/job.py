@@ -20,13 +20,14 @@ from ..config import ConfigError, typed
 from ..job import Unit, UnitContext, UnitJob, UnitResult
 from ..lake import Lake, LakeError
 from ..resources import TaskResources
-from ..schemas import DATASET, SCORED
+from ..compact.rule import OfferWriter, floor_of, margin_of
+from ..schemas import DATASET, IMAGES, SCORED
 from . import models
 from .device import task_device
 from .models import check_loadable
 from .score import ClipSettings, Scorer
 
-_COLUMNS = ["uid", "url", "text", "language", "width", "height", "jpg"]
+_COLUMNS = ["uid", "url", "text", "language", "width", "height", "status", "jpg"]
 _local = threading.local()
 
 
@@ -37,6 +38,7 @@ class ClipJob(UnitJob):
     side_tables = ("dataset",)
     arrow_udf = True
     follows = "images"  # clip --follow beside a download run
+    config_sections = ("clip", "compact")
     row_group_size = 10_000
     description = ("images -> scored (CLIP similarity, embeddings, punsafe, pwatermark for every row) and dataset "
                    "(the rows whose similarity reaches their threshold: the release).\n\n"
@@ -69,7 +71,8 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
         units = []
         for e in entries:  # one unit per images unit; a rewritten images file (--retry-failed) is scored again
             old = scored.get(e.unit)
-            stale = old is not None and old.covers.get("images_path", old.key) != e.path
+            covered = old.covers.get("images_path", old.key) if old is not None else None
+            stale = old is not None and covered not in (e.path, e.compacted.get("from"))  # compaction keeps scores
             units.append(Unit(key=e.path, source=e.path, size=e.bytes, rows=e.rows, ident=e.unit,
                               covers=(("images_unit", e.unit), ("images_path", e.path)),
                               replaces=(old.path or "") if stale else None))
@@ -84,12 +87,18 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
         scorer, device = _worker_scorer(settings.score)
         images = ctx.lake.table(self.input_table)
         # whole row groups, read one chunk ahead in a thread while the scorer works
-        chunks = images.iter_row_chunks(unit.source, settings.read_rows, _COLUMNS, read_ahead=True)
+        offer = OfferWriter(IMAGES, settings.compact_floor) if settings.compact_floor is not None else None
+        columns = None if offer is not None else _COLUMNS  # an offer is the whole images file, compacted
+        chunks = images.iter_row_chunks(unit.source, settings.read_rows, columns, read_ahead=True)
         scored, dataset = [], []
         ledger = Ledger("clip", rows_in=unit.rows)
         done = 0
+        earlier = _EarlierScores(ctx.lake.table(self.output_table), unit.replaces)
         for rows, s in scorer.score_tables(chunks):
+            s = earlier.carry(rows, s)
             scored.append(s)
+            if offer is not None:
+                offer.add(rows, s.column("status"), s.column("similarity"), s.column("passed"))
             passed = pc.fill_null(s.column("passed"), False)
             keep = rows.filter(passed)
             ks = s.filter(passed)
@@ -109,6 +118,8 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
             ledger.rows_out += keep.num_rows
             done += rows.num_rows
             ctx.progress(done)
+        if offer is not None:
+            _publish(offer, images, ctx.run_id, unit)
         out = pa.concat_tables(scored) if scored else SCORED.empty_table()
         release = pa.concat_tables(dataset) if dataset else DATASET.empty_table()
         info = {"scored": int(pc.sum(pc.equal(out.column("status"), "scored").cast(pa.int64())).as_py() or 0),
@@ -126,6 +137,37 @@ random weights. Without clip.nsfw_head / clip.watermark_model, punsafe / pwaterm
         return lines
 
 
+def _publish(offer: OfferWriter, images, run_id: str, unit: Unit) -> None:
+    """The unit's compaction for jobs/compact.py; one that cannot be written is left out (compact then reads the
+    file itself), never the unit's scores."""
+    try:
+        offer.publish(images, run_id, unit.id, unit.source)
+    except Exception:  # noqa: BLE001 - an optional shortcut
+        offer.discard()
+
+
+class _EarlierScores:
+    """A stored image whose bytes compaction dropped (a ``success`` row without ``jpg``) keeps the scores it had
+    when its images file is scored again (download --retry-failed rewrote the file's failed rows): they come from
+    the scored file this unit replaces. Without one, the row counts as ``no_image``."""
+
+    def __init__(self, scored, path: str | None):
+        self.scored, self.path, self.rows = scored, path, None
+
+    def carry(self, rows: pa.Table, s: pa.Table) -> pa.Table:
+        dropped = pc.and_(pc.equal(rows.column("status"), "success"), pc.is_null(rows.column("jpg")))
+        if not self.path or not pc.any(dropped).as_py():
+            return s
+        if self.rows is None:
+            self.rows = self.scored.read_file(self.path)
+        at = pc.index_in(s.column("uid"), value_set=self.rows.column("uid").combine_chunks())
+        take = pc.fill_null(pc.and_(dropped, pc.is_valid(at)), False)
+        if not pc.any(take).as_py():
+            return s
+        return pa.table([pc.if_else(take, pc.take(self.rows.column(n).combine_chunks(), at), s.column(n))
+                         for n in s.column_names], schema=s.schema)
+
+
 @dataclass(frozen=True)
 class ClipJobSettings:
     """The clip stage's settings, typed and checked once on the driver."""
@@ -133,6 +175,7 @@ class ClipJobSettings:
     score: ClipSettings
     read_rows: int
     resources: TaskResources | None
+    compact_floor: float | None = None  # compact.in_clip: the similarity below which an offer drops image bytes
 
     @classmethod
     def from_config(cls, cfg: dict) -> "ClipJobSettings":
@@ -142,7 +185,9 @@ class ClipJobSettings:
             resources = TaskResources(cpus=int(c["task_cpus"]), gpus=float(c["task_gpus"])) or None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"clip.task_cpus / clip.task_gpus: {exc}") from exc
-        return cls(score, max(1, int(c["read_rows"])), resources)
+        floor = (floor_of([score.threshold, score.multilingual_threshold, score.nolang_threshold], margin_of(cfg))
+                 if cfg["compact"]["in_clip"] else None)
+        return cls(score, max(1, int(c["read_rows"])), resources, floor)
 
     def table_settings(self) -> dict:
         """What makes scored one table: scores of another model or threshold are not mixed into it."""

@@ -105,6 +105,7 @@ the release is LAKE/release/: docs/EXPORT.md says how to load each format."""
             raise ConfigError(f"{len(entries):,} dataset units need more than export.shard_digits = "
                               f"{s.shard_digits} digits of shard numbers; set it before the first export")
         done = {e.unit: e for e in lake.table(self.output_table).all_entries()}
+        images_files = lake.table("images").current_files()  # a compacted file holds the rows clip scored
         # a shard number, once given, is its unit's for good; a new unit takes its place in dataset's manifest
         # unless a unit exported earlier holds that number (dataset rebuilt in another order): then the next free one
         used = {int(e.covers["shard"]): e.unit for e in done.values() if "shard" in e.covers}
@@ -126,7 +127,7 @@ the release is LAKE/release/: docs/EXPORT.md says how to load each format."""
                                          or old.covers.get("dedup_images") != s.dedup_version)
             units.append(Unit(key=f"{shard_name(shard, s.shard_digits)} {path or e.key}", source=path, size=e.bytes,
                               rows=e.rows, ident=e.unit,
-                              meta=(("shard", shard), ("images_path", e.covers.get("images_path", ""))),
+                              meta=(("shard", shard), ("images_path", images_files.get(e.covers.get("images_path", ""), ""))),
                               covers=(("dataset_unit", e.unit), ("dataset_path", path),
                                       ("dedup_images", s.dedup_version), ("shard", shard)),
                               replaces=(old.path or "") if stale else None))
@@ -160,6 +161,10 @@ the release is LAKE/release/: docs/EXPORT.md says how to load each format."""
         shard = int(unit.get("shard"))
         dataset = lake.table(self.input_table).read_file(unit.source) if unit.source else DATASET.empty_table()
         uid = dataset.column("uid")
+        if dataset.num_rows and not unit.get("images_path"):
+            return UnitResult(None, {}, ctx.errors, failed_reason="input_unreachable", failed_message=(
+                "the images file clip scored for this dataset file is no longer listed (download --retry-failed "
+                "rewrote it): run jobs/clip.py, then export again"))
         dups = lake.read_parquet(lake.table(self.output_table).staged(ctx.run_id, f"duplicates/{unit.id}.parquet"))
         is_dup, is_exact = duplicate_flags(uid, dups)
         bucket = bucket_of(dataset.column("language"), s.english)

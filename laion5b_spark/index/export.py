@@ -49,7 +49,7 @@ def export_part(lake: Lake, layout: BuildLayout, part: Part, source: str, model:
         _count(ledger.drop, "below_threshold", pc.and_(mine, pc.invert(keep)))
     rows = scored.filter(keep)
     ledger.rows_out = rows.num_rows
-    images = lake.table("images").read_file(part.images_path, columns=["uid", "sha256"])
+    images = lake.table("images").read_file(part.images_file or part.images_path, columns=["uid", "sha256"])
     at = pc.index_in(rows.column("uid"), value_set=images.column("uid").combine_chunks())
     ids = pa.table({"uid": rows.column("uid"),
                     "sha256": pc.take(images.column("sha256").combine_chunks(), at),  # not found: null, never wrong

@@ -88,10 +88,9 @@ query it: laion5b_spark.index.search(lake, text="a red circle", k=10) (or image=
         scored = lake.table(self.input_table)
         if not scored.entries():
             raise LakeError(f"{scored.root} has no committed rows: run jobs/clip.py on this lake first")
-        listed_images = {e.path for e in lake.table("images").entries()}
-        all_parts = parts_of(scored.entries())
-        parts = [p for p in all_parts if p.images_path in listed_images]
-        stale = [p for p in all_parts if p.images_path not in listed_images]
+        all_parts = parts_of(scored.entries(), lake.table("images").current_files())
+        parts = [p for p in all_parts if p.images_file]
+        stale = [p for p in all_parts if not p.images_file]
         if stale:  # download --retry-failed replaced their images files; clip scores the new ones under new keys
             log(f"{len(stale)} scored files cover images files that are no longer listed (download --retry-failed "
                 f"replaced them): left out; rerun jobs/clip.py so the new images files are scored")

@@ -28,17 +28,23 @@ class Part:
     images_path: str  # the images file it scored (the scored unit's key)
     rows: int
     width: int = 6  # digits of the part number: names must sort as numbers (autofaiss numbers files in name order)
+    images_file: str = ""  # where that file's rows are now (its compacted file once compact ran; "" = images_path)
 
     @property
     def name(self) -> str:
         return f"part-{self.number:0{self.width}d}"
 
 
-def parts_of(entries: list[FileEntry]) -> list[Part]:
-    """The parts of ``scored``'s manifest entries, numbered in path order."""
+def parts_of(entries: list[FileEntry], images_files: dict[str, str] | None = None) -> list[Part]:
+    """The parts of ``scored``'s manifest entries, numbered in path order. ``images_files``: images'
+    ``Table.current_files()``, for where each scored file's images rows are read now."""
     entries = sorted(entries, key=lambda e: e.path)
     width = max(6, len(str(max(len(entries) - 1, 0))))
-    return [Part(i, e.path, e.covers.get("images_path", e.key), e.rows, width) for i, e in enumerate(entries)]
+    parts = []
+    for i, e in enumerate(entries):
+        scored_from = e.covers.get("images_path", e.key)
+        parts.append(Part(i, e.path, scored_from, e.rows, width, (images_files or {}).get(scored_from, "")))
+    return parts
 
 
 class BuildLayout:
