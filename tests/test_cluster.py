@@ -337,3 +337,28 @@ def test_download_and_clip_follow_together_equal_the_two_in_sequence(spark, stan
                            b.column("similarity").to_numpy(zero_copy_only=False), atol=1e-5, equal_nan=True), name
     units = Lake(str(lake)).table("scored").manifest()["runs"]
     assert len(units) == 1  # one clip run took every shard as download committed it
+
+    # compaction on the cluster takes the compactions clip's executors wrote, and equals one that rereads each file
+    from laion5b_spark.compact.job import CompactJob
+    from laion5b_spark.compact.rule import offers
+
+    compact = submit("compact", ["--set", "run.commit_interval_s=0.5"])
+    out_k, err_k = compact.communicate(timeout=400)
+    assert compact.returncode == 0, err_k[-3000:]
+    shards = len(Lake(str(lake)).table("images").entries())
+    assert Lake(str(lake)).runs("compact")[-1]["info"]["from_clip"] == shards
+    shutil.rmtree(sequence / "images" / "_staging")  # every run's offers (the copy holds the cluster run's too)
+    assert offers(Lake(str(sequence)).table("images")) == {}
+    assert CompactJob().main(["--lake", str(sequence)]) == 0
+    assert Lake(str(sequence)).runs("compact")[-1]["info"]["from_clip"] == 0
+    a, b = (Lake(str(x)).table("images").read_arrow().sort_by("uid") for x in (lake, sequence))
+    assert a.equals(b) and a.column("jpg").null_count > _rows_with_status(lake, "failed")
+    assert ClipJob().main(["--lake", str(lake), *clip_args]) == 0  # nothing to score again
+    assert Lake(str(lake)).runs("clip")[-1]["units"]["to_run"] == 0
+
+
+def _rows_with_status(lake, status: str) -> int:
+    import pyarrow.compute as pc
+
+    t = Lake(str(lake)).table("images").read_arrow(["status"])
+    return pc.sum(pc.equal(t.column("status"), status).cast("int64")).as_py() or 0
