@@ -62,9 +62,17 @@ def _extract_once(unit: Unit, s, errors: ErrorSamples, progress=None) -> UnitRes
                 errors.add(item.reason, item.message, source=unit.key, offset=item.offset, excerpt=item.excerpt)
                 continue
             try:
-                if item.warc_type == "warcinfo":
-                    style = wat_style(item)
-                page = _page_of(item, info, style)
+                warc_type = item.warc_type
+                if warc_type == "metadata" and "json" in item.content_type:  # (inline: this runs per record)
+                    info["wat_records"] += 1
+                    page = page_from_wat(item, style)
+                elif warc_type == "response" and item.content_type.startswith("application/http"):
+                    info["warc_responses"] += 1
+                    page = _page_from_response(item)
+                else:
+                    if warc_type == "warcinfo":
+                        style = wat_style(item)
+                    page = None
                 if page is not None and page.images:
                     builder.add_page(page, item.offset)
             except InvalidWat as exc:
@@ -98,16 +106,6 @@ def _extract_once(unit: Unit, s, errors: ErrorSamples, progress=None) -> UnitRes
     info["seconds"] = round(time.time() - t0, 3)
     info["languages"] = {r["values"]: r["counts"] for r in pc.value_counts(rows.column("language")).to_pylist()}
     return UnitResult(rows, {"records": records, "img_tags": images}, errors, info)
-
-
-def _page_of(rec: RawRecord, info: dict, style) -> Page | None:
-    if rec.warc_type == "metadata" and "json" in rec.content_type:
-        info["wat_records"] += 1
-        return page_from_wat(rec, style)
-    if rec.warc_type == "response" and rec.content_type.startswith("application/http"):
-        info["warc_responses"] += 1
-        return _page_from_response(rec)
-    return None
 
 
 def _page_from_response(rec: RawRecord) -> Page | None:

@@ -88,8 +88,11 @@ def page_from_wat(rec: RawRecord, style: WatStyle = DEFAULT_STYLE) -> Page | Non
     meta = _get(envelope, "Payload-Metadata", "HTTP-Response-Metadata", "HTML-Metadata")
     if type(meta) is not dict:
         return None
-    target = _get(envelope, "WARC-Header-Metadata", "WARC-Target-URI")
-    page = Page(url=rec.target_uri or (target if type(target) is str else ""))
+    url = rec.target_uri
+    if not url:  # (the WARC header's, else the document's)
+        url = _get(envelope, "WARC-Header-Metadata", "WARC-Target-URI")
+        url = url if type(url) is str else ""
+    page = Page(url=url)
     raw = not style.attributes_decoded
     head = meta.get("Head")
     if type(head) is dict:
@@ -106,35 +109,65 @@ def page_from_wat(rec: RawRecord, style: WatStyle = DEFAULT_STYLE) -> Page | Non
 
 
 def _read_links(links: list, page: Page, raw: bool) -> None:
-    """One pass over a link array (linear: no search per link)."""
-    append = page.images.append
-    image = Image._make  # (a tuple built from a tuple: half the cost of Image(...))
+    """A link array's images, and the license if the page has none yet. Anchors are most of the links and are
+    read by two comprehensions (an image test, a test for a ``rel`` key): half the time of one loop that asks
+    every link for its path and its rel (bench/extract). The links they pick are then read in order."""
+    try:
+        images = [link for link in links if link["path"] == IMG_PATH]  # (a subscript: ~15% less than .get)
+        with_rel = [link for link in links if "rel" in link] if page.license is None else ()
+    except (KeyError, TypeError):  # a link without a path, or not an object (orjson gives dict, list, str, ...)
+        _read_links_any(links, page, raw)
+        return
+    if images:
+        _read_images(images, page, raw)
+    for link in with_rel:  # (in order: the first license link wins)
+        if link.get("path") != IMG_PATH:
+            _read_license(link, page, raw)
+            if page.license is not None:
+                break
+
+
+def _read_links_any(links, page: Page, raw: bool) -> None:
+    """One pass over links of any kind, in order."""
     for link in links:
         try:
             path = link.get("path")
         except AttributeError:  # not an object (orjson gives dict, list, str, int, float, bool or None)
             continue
         if path == IMG_PATH:
-            src = link.get("url")
-            # a url that is not a string is an img tag all the same: counted, then dropped as invalid_url
-            src = _attr(src, raw) if type(src) is str else ""
-            alt = link.get("alt")
-            if type(alt) is not str:
-                alt = None
-            elif not raw and "\x00" in alt:  # raw text gets this from decode_attribute, at caption cleanup
-                alt = alt.replace("\x00", "\ufffd")
-            width = link.get("width")
-            height = link.get("height")
-            append(image((src, alt, None if width is None else _str_or_none(width),
-                          None if height is None else _str_or_none(height), raw)))
+            _read_images((link,), page, raw)
         elif page.license is None:
-            rel = link.get("rel")
-            if rel and type(rel) is str:
-                if raw:
-                    rel = decode_attribute(rel)
-                url = link.get("url")
-                if type(url) is str and "license" in rel.lower().split():
-                    page.license = _attr(url, raw)
+            _read_license(link, page, raw)
+
+
+def _read_images(links, page: Page, raw: bool) -> None:
+    """Image links (``IMG@/src`` objects) as Images, in order."""
+    append = page.images.append
+    new = tuple.__new__  # (what Image._make does, less its Python-level call)
+    for link in links:
+        src = link.get("url")
+        # a url that is not a string is an img tag all the same: counted, then dropped as invalid_url
+        src = _attr(src, raw) if type(src) is str else ""
+        alt = link.get("alt")
+        if type(alt) is not str:
+            alt = None
+        elif not raw and "\x00" in alt:  # raw text gets this from decode_attribute, at caption cleanup
+            alt = alt.replace("\x00", "\ufffd")
+        width = link.get("width")
+        height = link.get("height")
+        append(new(Image, (src, alt, None if width is None else _str_or_none(width),
+                           None if height is None else _str_or_none(height), raw)))
+
+
+def _read_license(link: dict, page: Page, raw: bool) -> None:
+    """The page's license, if this (non-image) link's rel has the token ``license``."""
+    rel = link.get("rel")
+    if rel and type(rel) is str:
+        if raw:
+            rel = decode_attribute(rel)
+        url = link.get("url")
+        if type(url) is str and "license" in rel.lower().split():
+            page.license = _attr(url, raw)
 
 
 def _attr(v: str, raw: bool) -> str:
