@@ -294,7 +294,7 @@ def test_cluster_clip_equals_local(standalone, downloaded):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # two cluster jobs, then the same two in sequence, then compact: ~10 min on 2 cores
+@pytest.mark.timeout(1200)  # two cluster jobs at once, clip in sequence, compact twice: ~5 min quiet, 10+ at load 8
 def test_download_and_clip_follow_together_equal_the_two_in_sequence(spark, standalone, downloaded, image_server,
                                                                       tmp_path):
     """download and ``clip --follow`` submitted together, one core each: clip scores shards while download still
