@@ -205,6 +205,7 @@ def test_worker_killed_mid_run_same_table(spark, standalone, tmp_path):
     assert _rows(lake) == _rows(_local(tmp_path, inputs))
 
 
+@pytest.mark.slow  # ~65 s: a killed worker stays in the default suite through test_worker_killed_mid_run_same_table
 def test_worker_killed_mid_download_every_shard_once(spark, standalone, tmp_path, image_server):
     """A node lost mid-download: its shards run again elsewhere; each pair ends up in images exactly once."""
     import pyarrow as pa
@@ -243,6 +244,7 @@ def _clip_args(*extra):
             "--set", "run.commit_interval_s=0.5", *extra], threshold
 
 
+@pytest.mark.slow  # ~140 s; task profiles stay in the default suite (test_cluster_gpu.py)
 def test_cluster_clip_equals_local(standalone, downloaded):
     """clip on the cluster (with a stage-level task profile) gives the local run's scored and dataset tables."""
     from laion5b_spark.clip.job import ClipJob

@@ -133,6 +133,7 @@ def _job_cmd(lake, inputs, conf):
             "--spark-profile", str(conf), *FAST]
 
 
+@pytest.mark.slow  # ~65 s: test_lake_contract.py::test_extract_killed_then_rerun kills extract in the default suite
 def test_kill_9_mid_run_then_rerun_gives_the_same_table(tmp_path):
     from laion5b_spark.sample.crawl import make_sample_crawl
 
