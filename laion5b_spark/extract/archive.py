@@ -273,6 +273,18 @@ _Chunk = tuple[str, int, object]
 _HEAD, _EXPECT, _FINE, _SUSPECT = range(4)
 
 
+def _inflate_step(d, src: _Input, p: int, step: int, limit: int) -> tuple[bytes, int] | None:
+    """(inflated bytes, compressed bytes used) of one decompress call on up to step bytes of the input from p;
+    None at the end of the input. zlib.error passes through."""
+    src.fill(p + step)
+    at = p - src.start
+    if at >= len(src.buf):
+        return None
+    with memoryview(src.buf) as view, view[at:at + step] as chunk:  # (released: buf may grow)
+        out = d.decompress(chunk, limit)
+        return out, len(chunk) - len(d.unconsumed_tail)
+
+
 def _gzip_members(f: BinaryIO, max_member_bytes: int, start: int = 0) -> Iterator[_Chunk]:
     src = _Input(f)
     pos = start
@@ -281,18 +293,16 @@ def _gzip_members(f: BinaryIO, max_member_bytes: int, start: int = 0) -> Iterato
     while True:
         # the member's first step (bounded: one huge member must not make later steps huge)
         step = min(max(4096, 2 * avg), READ_SIZE)
-        src.fill(pos + step)
-        at = pos - src.start
-        if at >= len(src.buf):
-            return
         d = zlib.decompressobj(31)
         error = None
         try:
-            with memoryview(src.buf) as view, view[at:at + step] as chunk:  # (released: buf may grow)
-                out = d.decompress(chunk, cap)
-                used = len(chunk) - len(d.unconsumed_tail)
+            inflated = _inflate_step(d, src, pos, step, cap)
         except zlib.error as exc:
             error, failed_at = str(exc), min(pos + step, src.start + len(src.buf))
+        else:
+            if inflated is None:
+                return
+            out, used = inflated
         if d.eof and not (pos == start and out.startswith(b"filedesc://")):
             # the usual case, a whole member in one step: handed on here, without the bookkeeping below
             end = pos + used - len(d.unused_data)
@@ -320,17 +330,14 @@ def _gzip_members(f: BinaryIO, max_member_bytes: int, start: int = 0) -> Iterato
                 first = False
             else:
                 step = min(max(4096, 2 * avg), READ_SIZE)
-                src.fill(p + step)
-                at = p - src.start
-                if at >= len(src.buf):
-                    break  # EOF inside the member
                 try:
-                    with memoryview(src.buf) as view, view[at:at + step] as chunk:  # (released: buf may grow)
-                        out = d.decompress(chunk, cap - out_len)  # (out_len < cap: a limit of 0 means none)
-                        used = len(chunk) - len(d.unconsumed_tail)
+                    inflated = _inflate_step(d, src, p, step, cap - out_len)  # (out_len < cap: 0 means no limit)
                 except zlib.error as exc:
                     error, failed_at = str(exc), min(p + step, src.start + len(src.buf))
                     break
+                if inflated is None:
+                    break  # EOF inside the member
+                out, used = inflated
                 p += used
                 parts.append(out)
                 out_len += len(out)
@@ -824,7 +831,7 @@ def _parse_header(buf: bytes, i: int, offset: int, end: int = -1) -> RawRecord |
         end = buf.find(b"\r\n\r\n", i, i + MAX_HEADER)
         if end < 0:
             return None
-    if buf.find(b"WARC/1.", i + 8, end) >= 0 and _version_line(buf, i + 8, end) >= 0:
+    if _version_line(buf, i + 8, end) >= 0:
         return FileEvent("corrupt_record", offset, "WARC header cut short: the next record's header starts inside "
                                                    "it", buf[i:end])
     h = buf[i:end + 2]  # each header line ends in CRLF (so each value below ends at a CRLF)
